@@ -1,0 +1,326 @@
+"""The LightningDataModule: MNIST, Fashion-MNIST or scikit-learn's bundled digits, held in memory.
+
+Each split is decoded once into a ``uint8`` tensor and served in batches sliced from it
+(:class:`TensorBatchLoader`): no per-sample PIL conversion, no worker processes, and on a GPU the
+whole dataset lives on the device, so a batch is one indexing kernel with no host round trip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
+from typing_extensions import override
+
+from lenet_lightning.idx import candidate_folders, find_idx_files, missing_files_message, read_idx
+
+DatasetName = Literal["mnist", "fashion_mnist", "digits"]
+Split = Literal["train", "val", "test"]
+
+DIGIT_NAMES = tuple(str(digit) for digit in range(10))
+FASHION_NAMES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+CLASS_NAMES: dict[str, tuple[str, ...]] = {"mnist": DIGIT_NAMES, "fashion_mnist": FASHION_NAMES, "digits": DIGIT_NAMES}
+# Images in the official training split, before the validation split is taken from it.
+TRAIN_POOL_SIZES = {"mnist": 60_000, "fashion_mnist": 60_000, "digits": 1_437}
+_TORCHVISION_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+# The bundled digits have no official test split: a fixed, stratified 20% (360 images) is it.
+_DIGITS_TEST_SIZE = 360
+_DIGITS_SPLIT_SEED = 0
+
+
+def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``size`` items drawn with every class in proportion; all when ``size >= len``.
+
+    Example:
+        >>> stratified_subset(np.array([0, 0, 1, 1]), 2, seed=0).shape
+        (2,)
+    """
+    if size >= len(labels):
+        return np.arange(len(labels))
+    indices, _ = train_test_split(np.arange(len(labels)), train_size=size, stratify=labels, random_state=seed)
+    return np.sort(indices)
+
+
+class EpochShuffle:
+    """This rank's order of ``num_items`` items for one epoch: seeded, reshuffled by ``set_epoch``.
+
+    Every rank draws the same permutation (seed + epoch) and takes every ``world_size``-th item from
+    its ``rank``, like ``DistributedSampler``. Training pads the permutation so every rank runs the
+    same number of batches (otherwise DDP's gradient all-reduce would wait forever); evaluation
+    does not pad, so every item is counted exactly once. Lightning calls ``set_epoch`` through the
+    loader's ``sampler`` attribute.
+    """
+
+    def __init__(self, num_items: int, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 pad: bool = False) -> None:
+        self.num_items, self.shuffle, self.seed = num_items, shuffle, seed
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.pad:
+            return math.ceil(self.num_items / self.world_size)
+        return len(range(self.rank, self.num_items, self.world_size))
+
+    def indices(self) -> torch.Tensor:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_items, generator=generator)
+        else:
+            order = torch.arange(self.num_items)
+        if self.pad and self.num_items % self.world_size:
+            order = torch.cat([order, order[: self.world_size - self.num_items % self.world_size]])
+        return order[self.rank :: self.world_size]
+
+
+class TensorBatchLoader:
+    """Batches sliced from in-memory tensors; a drop-in for a ``DataLoader`` over them.
+
+    The epoch's order is moved to the tensors' device once per epoch, so on a GPU a batch is a
+    single gather with no host synchronisation.
+
+    Example:
+        >>> order = EpochShuffle(5, shuffle=False, seed=0)
+        >>> loader = TensorBatchLoader(torch.zeros(5, 1, 2, 2), torch.arange(5), 2, order)
+        >>> [labels.tolist() for _, labels in loader]
+        [[0, 1], [2, 3], [4]]
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: EpochShuffle,
+                 drop_last: bool = False) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.sampler, self.drop_last = batch_size, sampler, drop_last
+        self.batch_sampler = None  # DataLoader's attribute, which Lightning inspects
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return len(self.sampler) // self.batch_size
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.sampler.indices().to(self.images.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            batch = order[start : start + self.batch_size]
+            yield self.images[batch], self.labels[batch]
+
+
+class LeNetDataModule(pl.LightningDataModule):
+    """MNIST, Fashion-MNIST or the bundled digits as 28x28 ``uint8`` tensors, normalised per batch.
+
+    Args:
+        dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"digits"`` (scikit-learn's 1,797 bundled
+            8x8 digits, upsampled into MNIST's framing: always available offline).
+        data_dir: Where MNIST-format files are looked for and downloaded to: torchvision's layout
+            (``data_dir/MNIST/raw``, ``data_dir/FashionMNIST/raw``) or a flat folder holding the four
+            idx files, raw or gzipped, such as Debian's ``/usr/share/datasets/fashion-mnist``.
+        download: Download (and checksum) with torchvision when the files are missing. When
+            ``False``, missing files are reported at construction.
+        batch_size: Training batch size (the notebook's 50).
+        eval_batch_size: Batch size of validation, test and predict.
+        val_size: Images held out of the training split for validation: a count, or a fraction
+            in (0, 1). Default: 1/12, the 5,000 of 60,000 that TensorFlow's MNIST reader held out.
+            The official test split always stays the test set.
+        augment: Shift each training image by up to 2 pixels (on the batch's device).
+        seed: Seeds the train/val split and the shuffling.
+
+    Raises:
+        ValueError: A size is out of range, or (with ``download=False``) the files are missing.
+
+    Example:
+        >>> dm = LeNetDataModule("digits", batch_size=32)
+        >>> dm.setup("fit")
+        >>> images, labels = next(iter(dm.train_dataloader()))
+        >>> images.dtype, tuple(images.shape)
+        (torch.uint8, (32, 1, 28, 28))
+    """
+
+    def __init__(
+        self,
+        dataset: DatasetName = "mnist",
+        data_dir: str = "data",
+        download: bool = True,
+        batch_size: int = 50,
+        eval_batch_size: int = 1000,
+        val_size: int | float | None = None,
+        augment: bool = False,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        if dataset not in CLASS_NAMES:
+            raise ValueError(f"Expected `dataset` to be one of {sorted(CLASS_NAMES)}, but got {dataset!r}.")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expected `{name}` to be a positive integer, but got {value!r}.")
+        self.dataset, self.data_dir, self.download = dataset, Path(data_dir).expanduser(), download
+        self.batch_size, self.eval_batch_size, self.augment, self.seed = batch_size, eval_batch_size, augment, seed
+        self.val_size = val_size
+        self.num_val = self._num_val(TRAIN_POOL_SIZES[dataset])
+        self.class_names: tuple[str, ...] = CLASS_NAMES[dataset]
+        self.num_classes = len(self.class_names)
+        if dataset != "digits" and not download and self._find_files() is None:
+            raise FileNotFoundError(missing_files_message(dataset, self._folders()))
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.mean, self.std = 0.0, 1.0
+
+    def _num_val(self, pool: int) -> int:
+        """The validation count for a training pool of ``pool`` images, checked against it."""
+        value = self.val_size if self.val_size is not None else 1 / 12
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"Expected `val_size` to be a count or a fraction, but got {value!r}.")
+        if isinstance(value, float) and not value.is_integer():
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"Expected a fractional `val_size` to be in (0, 1), but got {value}.")
+            value = round(value * pool)
+        value = int(value)
+        if not 1 <= value < pool:
+            raise ValueError(
+                f"Expected `val_size` to leave training images in the {pool} of {self.dataset}, "
+                f"but got {self.val_size}: choose 1 to {pool - 1} or a fraction."
+            )
+        return value
+
+    def _folders(self) -> list[Path]:
+        return candidate_folders(self.data_dir, _TORCHVISION_NAMES[self.dataset])
+
+    def _find_files(self) -> dict[str, dict[str, Path]] | None:
+        return find_idx_files(self._folders())
+
+    @override
+    def prepare_data(self) -> None:
+        """Downloads with torchvision (checksummed) when the files are missing and downloads are on."""
+        if self.dataset == "digits" or not self.download or self._find_files() is not None:
+            return
+        from torchvision import datasets
+
+        dataset_class = getattr(datasets, _TORCHVISION_NAMES[self.dataset])
+        try:
+            for train in (True, False):
+                dataset_class(self.data_dir, train=train, download=True)
+        except (RuntimeError, OSError) as err:
+            message = missing_files_message(self.dataset, self._folders())
+            raise RuntimeError(f"{message} Download failed: {err}") from err
+
+    @override
+    def setup(self, stage: str) -> None:
+        if self._splits:
+            return
+        train_images, train_labels, test_images, test_labels = self._load()
+        val_index = stratified_subset(train_labels, self.num_val, self.seed)
+        train_mask = np.ones(len(train_labels), dtype=bool)
+        train_mask[val_index] = False
+        as_tensors = lambda images, labels: (  # noqa: E731
+            torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1),  # (N, 1, 28, 28) uint8
+            torch.from_numpy(labels.astype(np.int64)),
+        )
+        self._splits = {
+            "train": as_tensors(train_images[train_mask], train_labels[train_mask]),
+            "val": as_tensors(train_images[val_index], train_labels[val_index]),
+            "test": as_tensors(test_images, test_labels),
+        }
+        pixels = self._splits["train"][0].float().div_(255)
+        self.mean, self.std = pixels.mean().item(), pixels.std().item()
+
+    def _load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Train images, train labels, test images, test labels as ``uint8`` arrays."""
+        if self.dataset == "digits":
+            return _load_digits()
+        files = self._find_files()
+        if files is None:
+            raise FileNotFoundError(missing_files_message(self.dataset, self._folders()))
+        arrays = [read_idx(files[split][kind], kind) for split in ("train", "test") for kind in ("images", "labels")]
+        for split, (images, labels) in zip(("train", "test"), (arrays[:2], arrays[2:]), strict=True):
+            if len(images) != len(labels):
+                raise ValueError(
+                    f"Corrupt {self.dataset} {split} split in {files[split]['images'].parent}: "
+                    f"{len(images)} images but {len(labels)} labels."
+                )
+        if self.num_val >= len(arrays[1]):
+            raise ValueError(f"Expected `val_size` to be below the {len(arrays[1])} training images, "
+                             f"but got {self.val_size}.")
+        return arrays[0], arrays[1], arrays[2], arrays[3]
+
+    def split_tensors(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole split as ``(images uint8 (N, 1, 28, 28), labels int64 (N,))`` on the CPU."""
+        if not self._splits:
+            self.setup("fit")
+        if split not in self._splits:
+            raise ValueError(f"Expected `split` to be one of {sorted(self._splits)}, but got {split!r}.")
+        return self._splits[split]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``uint8`` images to the float inputs the model trains on, on their own device."""
+        return images.float().mul_(1.0 / (255.0 * self.std)).sub_(self.mean / self.std)
+
+    def _loader(self, split: Split, batch_size: int, train: bool) -> TensorBatchLoader:
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if split not in self._on_device or self._on_device[split][0].device != device:
+            self._on_device[split] = tuple(t.to(device) for t in self.split_tensors(split))  # type: ignore[assignment]
+        images, labels = self._on_device[split]
+        sampler = EpochShuffle(len(labels), shuffle=train, seed=self.seed, rank=rank, world_size=world_size, pad=train)
+        return TensorBatchLoader(images, labels, batch_size, sampler)
+
+    @override
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self._loader("train", self.batch_size, train=True)
+
+    @override
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self._loader("val", self.eval_batch_size, train=False)
+
+    @override
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test", self.eval_batch_size, train=False)
+
+    @override
+    def predict_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test", self.eval_batch_size, train=False)
+
+    @override
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        if self.augment and self.trainer is not None and self.trainer.training:
+            images = random_shift(images, max_shift=2)
+        return self.normalize(images), labels
+
+
+def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Each image shifted by its own random offset of up to ``max_shift`` pixels, zero-filled."""
+    n, _, height, width = images.shape
+    padded = F.pad(images, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, n, 1), device=images.device)
+    rows = torch.arange(height, device=images.device) + offsets[0]  # (N, H)
+    cols = torch.arange(width, device=images.device) + offsets[1]  # (N, W)
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits, upsampled to 20x20 and centred in 28x28 like MNIST's digits."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).float().div_(16.0).unsqueeze(1)  # (1797, 1, 8, 8) in [0, 1]
+    images = F.interpolate(images, size=(20, 20), mode="bilinear", align_corners=False)
+    images = F.pad(images, (4, 4, 4, 4)).squeeze(1).mul_(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    labels = bunch.target.astype(np.uint8)
+    train, test = train_test_split(
+        np.arange(len(labels)), test_size=_DIGITS_TEST_SIZE, stratify=labels, random_state=_DIGITS_SPLIT_SEED
+    )
+    train, test = np.sort(train), np.sort(test)
+    return images[train], labels[train], images[test], labels[test]

@@ -1,0 +1,183 @@
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from lenet_lightning.data import (
+    FASHION_NAMES,
+    EpochShuffle,
+    LeNetDataModule,
+    TensorBatchLoader,
+    random_shift,
+    stratified_subset,
+)
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+IDX_NAMES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+def write_tiny_mnist(folder, n_train=60, n_test=20, gzipped=False, seed=0):
+    """Four real idx files with a recognisable pattern: image i is filled with value i % 256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        arrays[(split, "images")] = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None], (n, 28, 28)).copy()
+        arrays[(split, "labels")] = (np.arange(n) % 10).astype(np.uint8)
+        rng.shuffle(arrays[(split, "labels")])
+    for key, array in arrays.items():
+        data = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+        name = IDX_NAMES[key] + (".gz" if gzipped else "")
+        (folder / name).write_bytes(gzip.compress(data) if gzipped else data)
+    return arrays
+
+
+@pytest.mark.parametrize("layout", ["flat", "torchvision"])
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_datamodule_reads_idx_folders(tmp_path, layout, gzipped):
+    folder = tmp_path if layout == "flat" else tmp_path / "FashionMNIST" / "raw"
+    arrays = write_tiny_mnist(folder, gzipped=gzipped)
+    dm = LeNetDataModule("fashion_mnist", data_dir=str(tmp_path), download=False, val_size=10, batch_size=8)
+    dm.setup("fit")
+    train, val, test = (dm.split_tensors(s) for s in ("train", "val", "test"))
+    assert len(train[1]) == 50 and len(val[1]) == 10
+    np.testing.assert_array_equal(test[1].numpy(), arrays[("test", "labels")])
+    np.testing.assert_array_equal(test[0][:, 0, 0, 0].numpy(), np.arange(20))
+    # Validation is held out of training: no training image appears in both.
+    assert not set(train[0][:, 0, 0, 0].tolist()) & set(val[0][:, 0, 0, 0].tolist())
+    assert dm.class_names == FASHION_NAMES
+
+
+def test_datamodule_split_is_seeded_and_stratified():
+    a, b, c = (LeNetDataModule("digits", val_size=200, seed=s) for s in (1, 1, 2))
+    for dm in (a, b, c):
+        dm.setup("fit")
+    assert torch.equal(a.split_tensors("val")[0], b.split_tensors("val")[0])
+    assert not torch.equal(a.split_tensors("val")[0], c.split_tensors("val")[0])
+    counts = np.bincount(a.split_tensors("val")[1].numpy(), minlength=10)
+    assert counts.min() >= 19 and counts.max() <= 21
+    assert torch.equal(a.split_tensors("test")[1], c.split_tensors("test")[1])  # the test split is fixed
+
+
+def test_datamodule_digits_are_mnist_framed_28x28():
+    dm = LeNetDataModule("digits")
+    dm.setup("fit")
+    images = torch.cat([dm.split_tensors(s)[0] for s in ("train", "val", "test")])
+    assert images.shape == (1797, 1, 28, 28) and images.dtype == torch.uint8
+    assert images[:, :, :4].max() == 0 and images[:, :, :, -4:].max() == 0  # MNIST's empty border
+    assert images.max() == 255
+
+
+def test_datamodule_missing_files_fail_at_construction_with_clear_message(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        LeNetDataModule("mnist", data_dir=str(tmp_path), download=False)
+    message = str(info.value)
+    assert str(tmp_path) in message and "train-images-idx3-ubyte" in message and "--data.dataset digits" in message
+
+
+def test_datamodule_truncated_file_fails_naming_it(tmp_path):
+    write_tiny_mnist(tmp_path)
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])
+    dm = LeNetDataModule("mnist", data_dir=str(tmp_path), download=False, val_size=10)
+    with pytest.raises(ValueError, match="Truncated idx file .*t10k-images-idx3-ubyte"):
+        dm.setup("fit")
+
+
+def test_datamodule_mismatched_image_and_label_counts(tmp_path):
+    write_tiny_mnist(tmp_path)
+    labels = np.zeros(7, np.uint8)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(struct.pack(">HBBI", 0, 8, 1, 7) + labels.tobytes())
+    dm = LeNetDataModule("mnist", data_dir=str(tmp_path), download=False, val_size=10)
+    with pytest.raises(ValueError, match="20 images but 7 labels"):
+        dm.setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "`batch_size`.*0"),
+        ({"eval_batch_size": -3}, "`eval_batch_size`.*-3"),
+        ({"val_size": 60_000}, "`val_size`.*60000"),
+        ({"val_size": 1.5}, "`val_size`.*1.5"),
+        ({"val_size": 0}, "`val_size`.*0"),
+        ({"dataset": "cifar10"}, "`dataset`.*cifar10"),
+    ],
+)
+def test_datamodule_rejects_bad_sizes_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LeNetDataModule(**{"dataset": "mnist", "download": True, **kwargs})
+
+
+def test_datamodule_val_larger_than_small_folder_fails_at_setup(tmp_path):
+    write_tiny_mnist(tmp_path, n_train=30)
+    dm = LeNetDataModule("mnist", data_dir=str(tmp_path), download=False, val_size=100)
+    with pytest.raises(ValueError, match="`val_size` to be below the 30 training images"):
+        dm.setup("fit")
+
+
+def test_epoch_shuffle_shards_cover_everything_once_and_pad_training():
+    eval_shards = [EpochShuffle(10, shuffle=False, seed=0, rank=r, world_size=3).indices() for r in range(3)]
+    assert sorted(torch.cat(eval_shards).tolist()) == list(range(10))
+    train_shards = [EpochShuffle(10, shuffle=True, seed=0, rank=r, world_size=3, pad=True) for r in range(3)]
+    assert {len(s) for s in train_shards} == {4} and {len(s.indices()) for s in train_shards} == {4}
+    assert set(torch.cat([s.indices() for s in train_shards]).tolist()) == set(range(10))
+
+
+def test_epoch_shuffle_is_seeded_and_changes_with_epoch():
+    a, b = EpochShuffle(100, shuffle=True, seed=3), EpochShuffle(100, shuffle=True, seed=3)
+    assert torch.equal(a.indices(), b.indices())
+    first = a.indices()
+    a.set_epoch(1)
+    assert not torch.equal(first, a.indices())
+
+
+def test_tensor_batch_loader_batches_and_length():
+    loader = TensorBatchLoader(torch.arange(10).view(10, 1, 1, 1), torch.arange(10), 4,
+                               EpochShuffle(10, shuffle=False, seed=0))
+    batches = [labels.tolist() for _, labels in loader]
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] and len(loader) == 3
+
+
+def test_datamodule_normalize_matches_training_statistics():
+    dm = LeNetDataModule("digits")
+    dm.setup("fit")
+    x = dm.normalize(dm.split_tensors("train")[0])
+    assert abs(x.mean().item()) < 1e-3 and abs(x.std().item() - 1) < 1e-3
+
+
+def test_random_shift_moves_content_within_bounds():
+    torch.manual_seed(0)
+    images = torch.zeros(64, 1, 28, 28, dtype=torch.uint8)
+    images[:, :, 13, 13] = 255
+    shifted = random_shift(images, max_shift=2)
+    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
+    rows, cols = (shifted[:, 0] == 255).nonzero()[:, 1:].T
+    assert rows.min() >= 11 and rows.max() <= 15 and cols.min() >= 11 and cols.max() <= 15
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 5
+
+
+def test_stratified_subset_keeps_class_proportions():
+    labels = np.repeat(np.arange(10), 100)
+    index = stratified_subset(labels, 200, seed=0)
+    assert len(index) == 200 and np.all(np.diff(index) > 0)
+    assert np.all(np.bincount(labels[index]) == 20)
+    assert len(stratified_subset(labels, 5000, seed=0)) == 1000
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason="apt-get install dataset-fashion-mnist")
+def test_datamodule_reads_debian_fashion_mnist_folder_in_full():
+    dm = LeNetDataModule("fashion_mnist", data_dir=FASHION_DIR, download=False)
+    dm.setup("fit")
+    assert [len(dm.split_tensors(s)[1]) for s in ("train", "val", "test")] == [55_000, 5_000, 10_000]
+    assert np.all(np.bincount(dm.split_tensors("test")[1].numpy()) == 1000)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (50, 1, 28, 28) and labels.shape == (50,)
