@@ -1,0 +1,462 @@
+"""Write TensorBoard Embedding Projector data (tensors, metadata, sprite, config) into a run directory.
+
+Pure functions, no Lightning: the projector callback calls them with the ``(N, 10)`` ``fc2``
+activations of a fixed probe set at each checkpoint. Everything is shaped for what TensorBoard's
+projector plugin reads (``tensorboard/plugins/projector/projector_plugin.py``):
+
+* the config is ``<run_dir>/projector_config.pbtxt`` (a ``ProjectorConfig`` text proto), and every
+  asset path in it is relative to ``run_dir``; the server rejects assets that resolve outside it;
+* a tensor file is read as TSV first and, only on ``UnicodeDecodeError``, as raw float32 with the
+  config's ``tensor_shape``; raw bytes are the fastest to serve, but bytes that happen to be valid
+  UTF-8 (all zeros, say) are misread as TSV, so those tensors are written as TSV instead;
+* the server, and the browser, read a metadata file as having a header row exactly when its first
+  line holds a tab, so one column means no header and values must never hold a tab or newline;
+* every file is written to a temporary name and ``os.replace``'d, and the config is replaced only
+  after its assets, so a reader never sees a half-written file;
+* without TensorFlow installed, a running server re-reads the configs only when its list of runs
+  changes, so entries written after it first saw the run appear on its restart (or a new run).
+
+Layout written under ``run_dir``::
+
+    projector_config.pbtxt              one EmbeddingInfo per tag, merged by tensor_name
+    projector/<safe tag>/tensor.bytes   (N, D) little-endian float32, or tensor.tsv (see above)
+    projector/<safe tag>/metadata.tsv   optional
+    <sprite_path>                       anywhere under run_dir, e.g. projector/sprite.png
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import os
+import re
+import secrets
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from google.protobuf import text_format
+from PIL import Image
+from tensorboard.plugins.projector.projector_config_pb2 import EmbeddingInfo, ProjectorConfig
+
+CONFIG_FILENAME = "projector_config.pbtxt"  # the name the projector plugin looks for in a run dir
+ASSETS_DIRNAME = "projector"
+MAX_SPRITE_SIZE = 8192  # the projector front end refuses sprites wider or taller than this (px)
+
+_TENSOR_BYTES = "tensor.bytes"
+_TENSOR_TSV = "tensor.tsv"
+_METADATA_TSV = "metadata.tsv"
+# The plugin's TSV attempt decodes the first 16 MiB characters of a tensor file in one read
+# (tensorboard.compat.tensorflow_stub GFile block size); only a decode error there makes it
+# fall back to the binary reader.
+_TB_TEXT_READ_CHUNK = 16 * 1024 * 1024
+_UNSAFE_TAG_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+# Everything str.splitlines() breaks on, plus tab: none may appear inside a TSV cell.
+_TSV_BREAKERS = re.compile("[\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+_EMPTY_ROW_PLACEHOLDER = "<empty>"  # viewers skip blank lines, which would shift every later row
+
+Metadata = Mapping[str, Sequence[object]] | Sequence[object] | np.ndarray
+
+
+@dataclass(frozen=True)
+class EmbeddingEntry:
+    """One projector embedding as written by :func:`write_embedding`; paths are relative to the run dir.
+
+    Args:
+        tensor_name: The embedding's name in the projector (a :func:`safe_tag`).
+        tensor_path: The tensor file, ``tensor.bytes`` (raw float32) or ``tensor.tsv``.
+        tensor_shape: ``(N, D)``.
+        metadata_path: The metadata TSV, or ``None``.
+        sprite_path: The sprite PNG shared by all entries, or ``None``.
+        sprite_thumb_size: ``(height, width)`` of one sprite thumbnail, or ``None``.
+        num_nonfinite_rows: How many rows held NaN or inf and were written with those values as 0.
+
+    Example:
+        >>> entry = EmbeddingEntry("fc2", "projector/fc2/tensor.bytes", (4, 10))
+        >>> entry.to_proto().tensor_shape
+        [4, 10]
+    """
+
+    tensor_name: str
+    tensor_path: str
+    tensor_shape: tuple[int, int]
+    metadata_path: str | None = None
+    sprite_path: str | None = None
+    sprite_thumb_size: tuple[int, int] | None = None
+    num_nonfinite_rows: int = 0
+
+    def to_proto(self) -> EmbeddingInfo:
+        """Returns the entry as TensorBoard's ``EmbeddingInfo`` proto."""
+        info = EmbeddingInfo(tensor_name=self.tensor_name, tensor_path=self.tensor_path, tensor_shape=self.tensor_shape)
+        if self.metadata_path is not None:
+            info.metadata_path = self.metadata_path
+        if self.sprite_path is not None:
+            info.sprite.image_path = self.sprite_path
+            if self.sprite_thumb_size is not None:
+                height, width = self.sprite_thumb_size
+                info.sprite.single_image_dim.extend([width, height])  # the proto wants [width, height]
+        return info
+
+
+def safe_tag(name: str) -> str:
+    """Returns ``name`` with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``.
+
+    The result is safe as a file name and in a URL, and is the embedding's ``tensor_name``, so two
+    tags that map to the same safe tag are the same embedding.
+
+    Args:
+        name: Any tag, e.g. ``"fc2 step 100/x"``.
+
+    Raises:
+        TypeError: If ``name`` is not a string.
+        ValueError: If ``name`` is empty, or only dots (``"."`` and ``".."`` are not file names).
+
+    Example:
+        >>> safe_tag("fc2 step 100/x")
+        'fc2_step_100_x'
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"Expected `name` to be a str, but got {type(name).__name__}.")
+    tag = _UNSAFE_TAG_CHARS.sub("_", name)
+    if not tag.strip("."):
+        raise ValueError(f"Expected `name` to hold a character other than '.', but got {name!r}.")
+    return tag
+
+
+def write_sprite(images: np.ndarray, path: str | Path, max_size: int = MAX_SPRITE_SIZE) -> tuple[int, int]:
+    """Writes ``images`` as one PNG sprite, ``ceil(sqrt(N))`` thumbnails a row, row-major.
+
+    Thumbnails are shrunk (box filter, aspect kept) when the sprite would otherwise exceed
+    ``max_size`` pixels a side, so the projector shows it for any ``N``. Unused cells are black.
+    The file appears atomically.
+
+    Args:
+        images: ``uint8`` grayscale images, ``(N, H, W)`` or ``(N, 1, H, W)``.
+        path: Where to write the PNG; parent directories are created.
+        max_size: Largest width and height of the sprite in pixels.
+
+    Returns:
+        ``(height, width)`` of one thumbnail, for ``write_embedding(..., sprite_thumb_size=...)``.
+
+    Raises:
+        TypeError: If ``images`` is not a ``uint8`` array.
+        ValueError: If ``images`` has the wrong shape or no images, or ``max_size`` is too small
+            to give each of the ``N`` thumbnails a pixel.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     write_sprite(np.zeros((10, 28, 28), np.uint8), Path(run_dir) / "sprite.png", max_size=64)
+        (16, 16)
+    """
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        got = f"{type(images).__name__} of {images.dtype}" if isinstance(images, np.ndarray) else type(images)
+        raise TypeError(f"Expected `images` to be a uint8 np.ndarray, but got {got}.")
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or 0 in images.shape:
+        raise ValueError(
+            f"Expected `images` to have shape (N, H, W) or (N, 1, H, W) with N, H, W > 0, but got {images.shape}."
+        )
+    if not isinstance(max_size, int) or max_size < 1:
+        raise ValueError(f"Expected `max_size` to be a positive int, but got {max_size!r}.")
+
+    n, height, width = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    cell = max_size // cols  # the largest thumbnail side that still fits
+    if cell < 1:
+        raise ValueError(
+            f"Expected `max_size` to be at least ceil(sqrt(N)) = {cols} to fit {n} thumbnails, but got {max_size}."
+        )
+    scale = min(1.0, cell / max(height, width))
+    thumb_h, thumb_w = max(1, int(height * scale)), max(1, int(width * scale))
+
+    sprite = np.zeros((rows * thumb_h, cols * thumb_w), np.uint8)
+    for row in range(rows):
+        band = images[row * cols : (row + 1) * cols]  # (<=cols, H, W)
+        if len(band) < cols:
+            band = np.concatenate([band, np.zeros((cols - len(band), height, width), np.uint8)])
+        strip = band.transpose(1, 0, 2).reshape(height, cols * width)  # the row's cells side by side
+        if (thumb_h, thumb_w) != (height, width):
+            # One resize per strip: a box filter maps each source cell exactly onto its thumbnail cell,
+            # and is far faster than N small resizes.
+            strip = np.asarray(Image.fromarray(strip).resize((cols * thumb_w, thumb_h), Image.Resampling.BOX))
+        sprite[row * thumb_h : (row + 1) * thumb_h] = strip
+
+    _write_atomically(Path(path), lambda f: Image.fromarray(sprite).save(f, format="PNG"))
+    return thumb_h, thumb_w
+
+
+def write_embedding(
+    run_dir: str | Path,
+    tag: str,
+    embeddings: np.ndarray,
+    metadata: Metadata | None = None,
+    sprite_path: str | Path | None = None,
+    sprite_thumb_size: tuple[int, int] | None = None,
+) -> EmbeddingEntry:
+    """Writes one embedding's tensor and metadata under ``run_dir``, then lists it in the run's config.
+
+    Non-finite values are written as 0 with a warning, since the viewer cannot place them. Writing
+    a tag again replaces its files and its config entry; other tags are kept.
+
+    Args:
+        run_dir: The run directory (the one holding the run's events file); created if missing.
+        tag: The embedding's name; :func:`safe_tag` makes it the ``tensor_name`` and folder name.
+        embeddings: ``(N, D)`` real numbers, e.g. the ``(N, 10)`` ``fc2`` activations.
+        metadata: ``None``; ``N`` labels (one column, written without a header, as the projector
+            requires for one column); or a mapping of column name to ``N`` values (written with a
+            header row when there are two or more columns). Values are written with ``str``; tabs
+            and line breaks in them become spaces.
+        sprite_path: An existing sprite PNG under ``run_dir`` (see :func:`write_sprite`), shared by
+            all embeddings of the run: absolute, or relative to ``run_dir``. The config refers to
+            it relative to ``run_dir``.
+        sprite_thumb_size: ``(height, width)`` of one thumbnail, as :func:`write_sprite` returns;
+            required with ``sprite_path``.
+
+    Returns:
+        The entry as listed in ``projector_config.pbtxt``, with how many rows were non-finite.
+
+    Raises:
+        TypeError: If ``embeddings``, ``metadata`` or ``sprite_thumb_size`` have the wrong type.
+        ValueError: If shapes or row counts disagree, the sprite is missing or too small for ``N``,
+            or a path resolves outside ``run_dir``.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     entry = write_embedding(run_dir, "fc2 step 100", np.eye(4, 10), ["0", "1", "2", "3"])
+        >>> entry.tensor_path, entry.metadata_path
+        ('projector/fc2_step_100/tensor.bytes', 'projector/fc2_step_100/metadata.tsv')
+    """
+    name = safe_tag(tag)
+    values = _validate_embeddings(embeddings)  # (N, D) float32
+    n = len(values)
+    rows = None if metadata is None else _metadata_rows(metadata, n)
+    root = Path(os.path.realpath(run_dir))
+    sprite_rel = None
+    if sprite_path is not None:
+        sprite_rel = _relative_to_run_dir(root, sprite_path, "sprite_path")
+        _validate_sprite(root / sprite_rel, sprite_thumb_size, n)
+    elif sprite_thumb_size is not None:
+        raise ValueError(f"Expected `sprite_thumb_size` to be None without `sprite_path`, but got {sprite_thumb_size}.")
+    asset_dir = root / ASSETS_DIRNAME / name
+    asset_rel = _relative_to_run_dir(root, asset_dir, "the assets folder")  # e.g. a symlinked 'projector/'
+
+    finite = np.isfinite(values)
+    num_nonfinite_rows = int(n - np.count_nonzero(finite.all(axis=1)))
+    if num_nonfinite_rows:
+        warnings.warn(
+            f"Embedding {tag!r}: {num_nonfinite_rows} of {n} rows hold NaN or inf; writing those values as 0.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        values = np.where(finite, values, np.float32(0))
+
+    asset_dir.mkdir(parents=True, exist_ok=True)
+    raw = values.astype("<f4").tobytes()
+    if _decodes_as_utf8(raw):  # TensorBoard would parse these bytes as (broken) TSV
+        tensor_file = _TENSOR_TSV
+        # %.9g round-trips float32 exactly.
+        _write_atomically(asset_dir / tensor_file, lambda f: np.savetxt(f, values, fmt="%.9g", delimiter="\t"))
+    else:
+        tensor_file = _TENSOR_BYTES
+        _write_atomically(asset_dir / tensor_file, lambda f: f.write(raw))
+    if rows is not None:
+        text = "".join("\t".join(row) + "\n" for row in rows)
+        _write_atomically(asset_dir / _METADATA_TSV, lambda f: f.write(text.encode("utf-8")))
+
+    entry = EmbeddingEntry(
+        tensor_name=name,
+        tensor_path=(asset_rel / tensor_file).as_posix(),
+        tensor_shape=(n, values.shape[1]),
+        metadata_path=None if rows is None else (asset_rel / _METADATA_TSV).as_posix(),
+        sprite_path=None if sprite_rel is None else sprite_rel.as_posix(),
+        sprite_thumb_size=None if sprite_rel is None else sprite_thumb_size,
+        num_nonfinite_rows=num_nonfinite_rows,
+    )
+    # Files from an earlier write of this tag in the other format stay: a running TensorBoard
+    # keeps serving the config it read at start-up, which may still point at them.
+    update_projector_config(root, [entry])
+    return entry
+
+
+def update_projector_config(run_dir: str | Path, entries: Sequence[EmbeddingEntry | EmbeddingInfo]) -> None:
+    """Merges ``entries`` into ``<run_dir>/projector_config.pbtxt`` by ``tensor_name``, atomically.
+
+    An entry whose name is already listed replaces it in place; new names are appended in order;
+    no name is ever listed twice. Entries from earlier writes, e.g. before a resume, are kept.
+    Call it only after the entries' files are complete: the server reads whatever the config lists.
+
+    Args:
+        run_dir: The run directory holding (or to hold) the config.
+        entries: :class:`EmbeddingEntry` objects or ``EmbeddingInfo`` protos.
+
+    Raises:
+        TypeError: If an entry is neither an ``EmbeddingEntry`` nor an ``EmbeddingInfo``.
+        ValueError: If an entry has no ``tensor_name``, one of its paths resolves outside
+            ``run_dir``, or the existing config cannot be parsed.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     update_projector_config(run_dir, [EmbeddingEntry("a", "projector/a/tensor.bytes", (2, 3))])
+        ...     update_projector_config(run_dir, [EmbeddingEntry("a", "projector/a/tensor.tsv", (2, 3))])
+        ...     print(open(os.path.join(run_dir, CONFIG_FILENAME)).read().count("tensor_name"))
+        1
+    """
+    root = Path(os.path.realpath(run_dir))
+    infos = []
+    for entry in entries:
+        if isinstance(entry, EmbeddingEntry):
+            info = entry.to_proto()
+        elif isinstance(entry, EmbeddingInfo):
+            info = entry
+        else:
+            raise TypeError(
+                f"Expected `entries` to hold EmbeddingEntry or EmbeddingInfo objects, but got {type(entry).__name__}."
+            )
+        if not info.tensor_name:
+            raise ValueError(f"Expected every entry to have a `tensor_name`, but got {info}.")
+        for field, rel in (
+            ("tensor_path", info.tensor_path),
+            ("metadata_path", info.metadata_path),
+            ("bookmarks_path", info.bookmarks_path),
+            ("sprite.image_path", info.sprite.image_path),
+        ):
+            if rel:
+                _relative_to_run_dir(root, root / os.path.expanduser(rel), f"{info.tensor_name}'s {field}")
+        infos.append(info)
+
+    config = ProjectorConfig()
+    config_path = root / CONFIG_FILENAME
+    if config_path.exists():
+        try:
+            text_format.Parse(config_path.read_text(encoding="utf-8"), config)
+        except text_format.ParseError as err:
+            raise ValueError(f"Expected {config_path} to be a ProjectorConfig text proto, but got: {err}") from err
+    # Later copies of a name win, but it keeps the place of its first listing.
+    merged: dict[str, EmbeddingInfo] = {}
+    for info in [*config.embeddings, *infos]:
+        merged[info.tensor_name] = EmbeddingInfo()
+        merged[info.tensor_name].CopyFrom(info)  # detached from `config`, which is cleared next
+    del config.embeddings[:]
+    config.embeddings.extend(merged.values())
+
+    root.mkdir(parents=True, exist_ok=True)
+    text = text_format.MessageToString(config)
+    _write_atomically(config_path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _validate_embeddings(embeddings: np.ndarray) -> np.ndarray:
+    """Returns ``embeddings`` as a C-contiguous ``(N, D)`` float32 array, or raises."""
+    if not isinstance(embeddings, np.ndarray):
+        raise TypeError(f"Expected `embeddings` to be an np.ndarray, but got {type(embeddings).__name__}.")
+    if embeddings.dtype.kind not in "biuf":
+        raise TypeError(f"Expected `embeddings` to hold real numbers, but got dtype {embeddings.dtype}.")
+    if embeddings.ndim != 2 or 0 in embeddings.shape:
+        raise ValueError(f"Expected `embeddings` to have shape (N, D) with N, D > 0, but got {embeddings.shape}.")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, counted as non-finite
+        return np.ascontiguousarray(embeddings, dtype=np.float32)
+
+
+def _metadata_rows(metadata: Metadata, n: int) -> list[list[str]]:
+    """Returns the metadata TSV's lines as cells: a header first when there are 2+ columns."""
+    if isinstance(metadata, Mapping):
+        if not metadata:
+            raise ValueError("Expected `metadata` to have at least one column, but got an empty mapping.")
+        columns = {str(key): _column(values, n, f"metadata[{key!r}]") for key, values in metadata.items()}
+    else:
+        columns = {"label": _column(metadata, n, "metadata")}
+    body = [list(cells) for cells in zip(*columns.values(), strict=True)]
+    for cells in body:
+        if not "".join(cells).strip():  # a blank line is skipped by the viewer, misaligning later rows
+            cells[0] = _EMPTY_ROW_PLACEHOLDER
+    if len(columns) == 1:
+        return body  # one column: TensorBoard reads a header only from a line with a tab
+    return [[_sanitise(name) for name in columns], *body]
+
+
+def _column(values: object, n: int, name: str) -> list[str]:
+    """Returns ``values`` as ``n`` sanitised strings, or raises."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise TypeError(f"Expected `{name}` to be a sequence of {n} values, but got {type(values).__name__}.")
+    if isinstance(values, np.ndarray) and values.ndim != 1:
+        raise ValueError(f"Expected `{name}` to be 1-D, but got shape {values.shape}.")
+    if len(values) != n:
+        raise ValueError(f"Expected `{name}` to have {n} rows, one per embedding row, but got {len(values)}.")
+    return [_sanitise(str(value)) for value in values]
+
+
+def _sanitise(cell: str) -> str:
+    return _TSV_BREAKERS.sub(" ", cell)
+
+
+def _relative_to_run_dir(root: Path, path: str | Path, name: str) -> Path:
+    """Returns ``path`` (absolute, or relative to ``root``) relative to ``root`` after resolving links,
+    as TensorBoard does; raises if it lies outside ``root``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"Expected `{name}` to be a str or Path, but got {type(path).__name__}.")
+    resolved = Path(os.path.realpath(root / path))
+    if resolved == root or root not in resolved.parents:
+        raise ValueError(
+            f"Expected `{name}` to resolve inside the run directory {root} (TensorBoard rejects others), "
+            f"but got {path} -> {resolved}."
+        )
+    return resolved.relative_to(root)
+
+
+def _validate_sprite(path: Path, thumb_size: tuple[int, int] | None, n: int) -> None:
+    """Checks that the sprite exists and has a thumbnail cell for each of the ``n`` rows."""
+    if (
+        not isinstance(thumb_size, tuple)
+        or len(thumb_size) != 2
+        or not all(isinstance(side, int) and side > 0 for side in thumb_size)
+    ):
+        raise TypeError(
+            "Expected `sprite_thumb_size` to be a (height, width) tuple of positive ints with "
+            f"`sprite_path`, but got {thumb_size!r}."
+        )
+    if not path.is_file():
+        raise ValueError(f"Expected `sprite_path` to be an existing image file, but got {path}.")
+    with Image.open(path) as image:  # reads the header only
+        width, height = image.size
+    thumb_h, thumb_w = thumb_size
+    cells = (width // thumb_w) * (height // thumb_h)
+    if cells < n:
+        raise ValueError(
+            f"Expected the {width}x{height} sprite to hold {n} thumbnails of {thumb_h}x{thumb_w}, but it holds {cells}."
+        )
+
+
+def _decodes_as_utf8(raw: bytes) -> bool:
+    """Whether TensorBoard's TSV attempt would read ``raw`` without a ``UnicodeDecodeError``."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        decoder.decode(raw[:_TB_TEXT_READ_CHUNK], final=len(raw) <= _TB_TEXT_READ_CHUNK)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Calls ``write`` on a new temporary file next to ``path``, then renames it over ``path``.
+
+    The temporary file is opened with ``open`` so it gets the usual umask permissions (``mkstemp``'s
+    0600 would hide the file from a TensorBoard running as another user).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
