@@ -1,0 +1,388 @@
+"""The ``EmbeddingProjector`` callback: watch what ``fc2`` learns, capture by capture.
+
+It decides *when* to capture and *what*; the heavy lifting lives in pure modules:
+:mod:`lenet_lightning.projector` writes TensorBoard Projector files, :mod:`lenet_lightning.tsne`
+maps and scores, :mod:`lenet_lightning.plots` draws.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+from typing_extensions import override
+
+from lenet_lightning import plots, projector, tsne
+from lenet_lightning.data import stratified_subset
+
+Schedule = Literal["fixed", "doubling"]
+ProbeSplit = Literal["train", "val", "test"]
+SCORE_COLUMNS = ("tag", "step", "probe_acc", "silhouette", "knn_acc_2d", "trustworthiness")
+_FORWARD_CHUNK = 500  # probe images per forward pass: bounds the conv activations' memory
+
+
+class EmbeddingProjector(Callback):
+    """Sends a layer's activations on a fixed probe set to the TensorBoard Projector during training,
+    with t-SNE plots, an evolution image and separation scores beside them.
+
+    A capture runs on global rank 0 only, in eval mode and without gradients, at step 0 (before any
+    update), at every scheduled step, and at the end of fit; ``validate`` and ``test`` capture once.
+    It draws no random numbers, so training is unchanged by it. t-SNE, scores and plots run in a
+    background thread; the end of fit waits for them.
+
+    Args:
+        enabled: Turn the callback off without removing it (``--embeddings.enabled false``).
+        layer: Name of the submodule whose output is captured (``fc2``: the 10-d logits).
+        every_n_train_steps: Capture every this many optimizer steps (0: only at start and end).
+        schedule: ``"fixed"`` captures every ``every_n_train_steps``; ``"doubling"`` captures at
+            n, 2n, 4n, 8n, ... steps: dense early, when the representation changes fastest.
+        num_samples: Size of the probe set (the notebook plotted 2,000): stratified across classes,
+            seeded, the same points in the same order at every capture and on every rank.
+        split: The split the probe set is drawn from.
+        sprites: Show each point as its image thumbnail in the Projector.
+        tsne: Run t-SNE, plots and 2-D scores for each capture.
+        perplexity: t-SNE perplexity; lowered with a warning when the probe set is too small.
+        class_vectors: Also send ``fc2.weight``'s rows (one vector per class) as their own entry.
+        dirpath: Folder for plots and ``separation.csv``; default ``<log_dir>/embeddings``. Projector
+            files always go in the log directory itself, where TensorBoard looks for them.
+        seed: Seeds the probe set and t-SNE.
+
+    Raises:
+        ValueError: An argument is out of range (at construction), or ``layer`` names no submodule
+            of the model (at setup).
+
+    Example:
+        >>> trainer = pl.Trainer(callbacks=[EmbeddingProjector(every_n_train_steps=50)])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        layer: str = "fc2",
+        every_n_train_steps: int = 100,
+        schedule: Schedule = "fixed",
+        num_samples: int = 2000,
+        split: ProbeSplit = "val",
+        sprites: bool = True,
+        tsne: bool = True,
+        perplexity: float = 30.0,
+        class_vectors: bool = True,
+        dirpath: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        _check_int("every_n_train_steps", every_n_train_steps, minimum=0)
+        _check_int("num_samples", num_samples, minimum=2)
+        if schedule not in ("fixed", "doubling"):
+            raise ValueError(f"Expected `schedule` to be 'fixed' or 'doubling', but got {schedule!r}.")
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"Expected `split` to be 'train', 'val' or 'test', but got {split!r}.")
+        if not isinstance(layer, str) or not layer.strip():
+            raise ValueError(f"Expected `layer` to name a submodule such as 'fc2', but got {layer!r}.")
+        if isinstance(perplexity, bool) or not (isinstance(perplexity, (int, float)) and math.isfinite(perplexity)
+                                                and perplexity > 0):
+            raise ValueError(f"Expected `perplexity` to be a positive number, but got {perplexity!r}.")
+        self.enabled, self.layer, self.schedule = enabled, layer, schedule
+        self.every_n_train_steps = every_n_train_steps
+        self.num_samples, self.split, self.seed = num_samples, split, seed
+        self.sprites, self.tsne, self.perplexity, self.class_vectors = sprites, tsne, float(perplexity), class_vectors
+        self.dirpath = dirpath
+        # Restored from checkpoints: the probe set and the series so far.
+        self._probe_index: np.ndarray | None = None
+        self._captured_steps: set[int] = set()
+        self._scores: dict[str, dict[str, Any]] = {}
+        self._layouts: dict[str, np.ndarray] = {}
+        self._last_layout: np.ndarray | None = None
+        # Per run.
+        self._log_dir: Path | None = None
+        self._sprite: tuple[str, tuple[int, int]] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    # ------------------------------------------------------------------ setup
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not self.enabled:
+            return
+        self._find_layer(pl_module)
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "split_tensors"):
+            raise ValueError(
+                "Expected a LeNetDataModule (or a datamodule with `split_tensors`, `normalize` and "
+                f"`class_names`) for the embeddings callback, but got {type(datamodule).__name__}; "
+                "pass one, or set `--embeddings.enabled false`."
+            )
+        log_dir = trainer.log_dir  # broadcasts: every rank must call it
+        self._log_dir = Path(log_dir or trainer.default_root_dir)
+        if self._probe_index is None:
+            labels = datamodule.split_tensors(self.split)[1].numpy()
+            self._probe_index = stratified_subset(labels, self.num_samples, self.seed)
+        if trainer.is_global_zero and self.tsne and self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsne")
+
+    @property
+    def plot_dir(self) -> Path:
+        """Where plots and ``separation.csv`` go."""
+        if self.dirpath is not None:
+            return Path(self.dirpath)
+        if self._log_dir is None:
+            raise RuntimeError("The embeddings callback has not been set up by a Trainer yet.")
+        return self._log_dir / "embeddings"
+
+    def _find_layer(self, pl_module: pl.LightningModule) -> nn.Module:
+        roots = [pl_module] + ([pl_module.model] if isinstance(getattr(pl_module, "model", None), nn.Module) else [])
+        for root in roots:
+            try:
+                return root.get_submodule(self.layer)
+            except AttributeError:
+                continue
+        names = ", ".join(name for name, _ in roots[-1].named_modules() if name)
+        raise ValueError(f"Expected `layer` to name a submodule of the model, but got {self.layer!r}; "
+                         f"choose one of: {names}.")
+
+    # ------------------------------------------------------------ when to capture
+    def _due(self, step: int) -> bool:
+        n = self.every_n_train_steps
+        if n == 0 or step <= 0 or step % n:
+            return False
+        if self.schedule == "fixed":
+            return True
+        multiple = step // n
+        return multiple & (multiple - 1) == 0  # a power of two
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled and trainer.global_step == 0:
+            self._capture_train(trainer, pl_module)
+
+    @override
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self.enabled:
+            return
+        if self._due(trainer.global_step):
+            self._capture_train(trainer, pl_module)
+        self._collect(trainer, wait=False)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled:
+            return
+        self._capture_train(trainer, pl_module)
+        self._finish(trainer, pl_module, evolution=True)
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled and trainer.state.fn == "validate":
+            self._capture(trainer, pl_module, stage="validate")
+            self._finish(trainer, pl_module)
+
+    @override
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled:
+            self._capture(trainer, pl_module, stage="test")
+            self._finish(trainer, pl_module)
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        self._pending = []
+
+    # --------------------------------------------------------------- capturing
+    def _capture_train(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        if step not in self._captured_steps:
+            self._captured_steps.add(step)
+            self._capture(trainer, pl_module)
+
+    @torch.no_grad()
+    def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str | None = None) -> None:
+        """Forward the probe set, write its projector entry, and queue t-SNE: rank 0 only, no
+        collectives (the other ranks go on training and meet rank 0 at the next all-reduce)."""
+        if not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        images, labels = self._probe(datamodule)
+        features, logits = self._forward(trainer, pl_module, datamodule, images)
+        probabilities = torch.softmax(logits.float(), dim=1).numpy()
+        predicted = probabilities.argmax(axis=1)
+        labels_np = labels.numpy()
+        names = list(datamodule.class_names)
+        step = trainer.global_step
+        probe_acc = float((predicted == labels_np).mean())
+        suffix = f"{stage}_step{step:07d}" if stage else f"step{step:07d}"
+        tag = f"{self.layer}_{suffix}"
+        run_dir = self._log_dir
+        assert run_dir is not None
+        sprite_path, thumb = self._write_sprite_once(run_dir, images) if self.sprites else (None, None)
+        metadata = {
+            "label": [names[i] for i in labels_np],
+            "predicted": [names[i] for i in predicted],
+            "correct": ["yes" if ok else "no" for ok in predicted == labels_np],
+            "confidence": [f"{p:.3f}" for p in probabilities.max(axis=1)],
+            "index": [str(i) for i in self._probe_index],
+        }
+        projector.write_embedding(run_dir, tag, features, metadata, sprite_path=sprite_path, sprite_thumb_size=thumb)
+        weight = self._class_vectors(pl_module)
+        if weight is not None:
+            projector.write_embedding(run_dir, f"fc2.weight_{suffix}", weight, names)
+        row = {"tag": tag, "step": step, "probe_acc": probe_acc}
+        if self._executor is None:
+            row.update(tsne.separation_scores(features, None, labels_np))
+            self._record(trainer, row)
+            return
+        title = f"{f'{stage}, ' if stage else ''}step {step} · probe acc {probe_acc:.3f}"
+        self._pending.append(self._executor.submit(
+            self._analyse, features, labels_np, names, row, title, self.plot_dir / f"tsne_{tag}.png"))
+
+    def _probe(self, datamodule: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = datamodule.split_tensors(self.split)
+        index = torch.from_numpy(np.asarray(self._probe_index, dtype=np.int64))
+        return images[index], labels[index]
+
+    def _forward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule: Any,
+                 images: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        """The layer's output (N, D) and the logits (N, C) in eval mode; restores the mode after."""
+        captured: list[torch.Tensor] = []
+        handle = self._find_layer(pl_module).register_forward_hook(
+            lambda module, inputs, output: captured.append(output.detach().flatten(1).float().cpu()))
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            logits = []
+            with trainer.precision_plugin.forward_context():
+                for chunk in images.split(_FORWARD_CHUNK):
+                    inputs = datamodule.normalize(chunk.to(pl_module.device))
+                    logits.append(pl_module(inputs).float().cpu())
+        finally:
+            handle.remove()
+            pl_module.train(was_training)
+        return torch.cat(captured).numpy(), torch.cat(logits)
+
+    def _class_vectors(self, pl_module: pl.LightningModule) -> np.ndarray | None:
+        if not self.class_vectors:
+            return None
+        model = getattr(pl_module, "model", pl_module)
+        fc2 = getattr(model, "fc2", None)
+        return fc2.weight.detach().float().cpu().numpy() if isinstance(fc2, nn.Linear) else None  # (C, 1024)
+
+    def _write_sprite_once(self, run_dir: Path, images: torch.Tensor) -> tuple[str, tuple[int, int]]:
+        """The probe images never change, so neither does their sprite: written once per run."""
+        if self._sprite is None:
+            path = run_dir / "projector" / "sprite.png"
+            thumb = projector.write_sprite(images.squeeze(1).numpy(), path)
+            self._sprite = (str(path), thumb)
+        return self._sprite
+
+    # ------------------------------------------------------- background analysis
+    def _analyse(self, features: np.ndarray, labels: np.ndarray, names: list[str], row: dict[str, Any],
+                 title: str, png: Path) -> dict[str, Any]:
+        """t-SNE (warm-started from the previous capture), scores and the plot, off the training loop."""
+        perplexity = tsne.effective_perplexity(len(features), self.perplexity)
+        layout = tsne.embed_2d(features, init=self._last_layout, perplexity=perplexity, seed=self.seed)
+        self._last_layout = layout
+        row = {**row, **tsne.separation_scores(features, layout, labels)}
+        png.parent.mkdir(parents=True, exist_ok=True)
+        plots.save_figure(plots.plot_embedding(layout, labels, names, title=title), png)
+        return {**row, "layout": layout}
+
+    def _collect(self, trainer: pl.Trainer, wait: bool) -> None:
+        """Logs and records the analyses that have finished (all of them when ``wait``)."""
+        still_pending = []
+        for future in self._pending:
+            if wait or future.done():
+                self._record(trainer, future.result())
+            else:
+                still_pending.append(future)
+        self._pending = still_pending
+
+    def _record(self, trainer: pl.Trainer, row: dict[str, Any]) -> None:
+        """Main thread only: keeps the row (and layout), logs its scores, rewrites the CSV."""
+        layout = row.pop("layout", None)
+        if layout is not None:
+            self._layouts[row["tag"]] = layout
+        self._scores[row["tag"]] = row
+        metrics = {f"embeddings/{key}": float(value) for key, value in row.items() if key not in ("tag", "step")}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=row["step"])
+        self._write_scores_csv()
+
+    def _write_scores_csv(self) -> None:
+        """``separation.csv``, merged with rows already on disk (a resumed run keeps earlier ones)."""
+        path = self.plot_dir / "separation.csv"
+        rows: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            with path.open(newline="") as stream:
+                rows = {row["tag"]: row for row in csv.DictReader(stream)}
+        rows.update(self._scores)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=SCORE_COLUMNS, extrasaction="ignore", restval="")
+            writer.writeheader()
+            for row in sorted(rows.values(), key=lambda r: (int(r["step"]), r["tag"])):
+                writer.writerow(row)
+        os.replace(stream.name, path)
+
+    def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, evolution: bool = False) -> None:
+        """Waits for pending t-SNE plots, then draws the class vectors and (after fit) the evolution."""
+        if not trainer.is_global_zero:
+            return
+        if self._pending:
+            rank_zero_info(f"EmbeddingProjector: waiting for {len(self._pending)} pending t-SNE plot(s)...")
+        self._collect(trainer, wait=True)
+        names = list(trainer.datamodule.class_names)
+        series = sorted((tag for tag in self._layouts if tag.startswith(f"{self.layer}_step")),
+                        key=lambda tag: self._scores[tag]["step"])
+        if evolution and series:
+            labels = self._probe(trainer.datamodule)[1].numpy()
+            titles = [f"step {self._scores[tag]['step']}" for tag in series]
+            figure = plots.plot_evolution([self._layouts[tag] for tag in series], labels, names, titles)
+            plots.save_figure(figure, self.plot_dir / "tsne_evolution.png")
+        weight = self._class_vectors(pl_module)
+        if weight is not None:
+            self.plot_dir.mkdir(parents=True, exist_ok=True)
+            plots.save_figure(plots.plot_class_vectors(weight, names), self.plot_dir / "class_vectors.png")
+        rank_zero_info(f"EmbeddingProjector: projector entries in {self._log_dir}, plots in {self.plot_dir}")
+
+    # ------------------------------------------------------------- checkpointing
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "probe_index": None if self._probe_index is None else torch.as_tensor(self._probe_index),
+            "captured_steps": sorted(self._captured_steps),
+            "scores": dict(self._scores),
+            # Tensors and plain types only: checkpoints stay loadable with `weights_only=True`.
+            "layouts": {tag: torch.from_numpy(layout) for tag, layout in self._layouts.items()},
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("split") != self.split or state_dict.get("probe_index") is None:
+            rank_zero_warn("EmbeddingProjector: the checkpoint's probe set is from another split; drawing a new one.")
+            return
+        self._probe_index = torch.as_tensor(state_dict["probe_index"]).numpy()
+        self._captured_steps = set(state_dict["captured_steps"])
+        self._scores = dict(state_dict["scores"])
+        self._layouts = {tag: torch.as_tensor(layout).numpy() for tag, layout in state_dict["layouts"].items()}
+        if self._layouts:
+            last = max(self._layouts, key=lambda tag: self._scores.get(tag, {}).get("step", 0))
+            self._last_layout = self._layouts[last]
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}, but got {value!r}.")

@@ -1,0 +1,168 @@
+"""The EmbeddingProjector callback, driven by real (small) Lightning fits on the bundled digits."""
+
+import warnings
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from helpers import read_csv, read_projector, read_scalars
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lenet_lightning.data import LeNetDataModule
+from lenet_lightning.embeddings import EmbeddingProjector
+from lenet_lightning.model import LeNetClassifier
+
+
+def fit(tmp_path, callback=None, max_steps=20, seed=0, model=None, **trainer_kwargs):
+    pl.seed_everything(seed)
+    dm = LeNetDataModule("digits", batch_size=32, val_size=0.15, seed=seed)
+    model = model or LeNetClassifier(lr=1e-3)
+    trainer = pl.Trainer(
+        max_steps=max_steps, accelerator="cpu", logger=TensorBoardLogger(tmp_path, name="", version="run"),
+        callbacks=[callback] if callback else [], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=1, num_sanity_val_steps=0, default_root_dir=tmp_path,
+        **trainer_kwargs,
+    )
+    trainer.fit(model, dm)
+    return trainer, model, tmp_path / "run"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"every_n_train_steps": -1}, "`every_n_train_steps`.*-1"),
+        ({"every_n_train_steps": 2.5}, "`every_n_train_steps`.*2.5"),
+        ({"num_samples": 1}, "`num_samples`.*1"),
+        ({"perplexity": 0}, "`perplexity`.*0"),
+        ({"perplexity": float("nan")}, "`perplexity`.*nan"),
+        ({"schedule": "sometimes"}, "`schedule`.*sometimes"),
+        ({"split": "holdout"}, "`split`.*holdout"),
+        ({"layer": ""}, "`layer`"),
+    ],
+)
+def test_embedding_projector_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EmbeddingProjector(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [("fixed", [10, 20, 30, 40, 50, 60, 70, 80]), ("doubling", [10, 20, 40, 80])],
+)
+def test_embedding_projector_schedule(schedule, expected):
+    callback = EmbeddingProjector(every_n_train_steps=10, schedule=schedule)
+    assert [step for step in range(0, 85) if callback._due(step)] == expected
+    assert not any(EmbeddingProjector(every_n_train_steps=0)._due(step) for step in range(50))
+
+
+def test_embedding_projector_missing_layer_fails_at_setup_listing_layers(tmp_path):
+    with pytest.raises(ValueError, match=r"`layer`.*'fc3'.*conv1, conv2, fc1, dropout, fc2"):
+        fit(tmp_path, EmbeddingProjector(layer="fc3"), max_steps=1)
+
+
+def test_embedding_projector_writes_every_capture_with_metadata_sprite_plots_and_scores(tmp_path):
+    callback = EmbeddingProjector(every_n_train_steps=10, num_samples=100, perplexity=10)
+    trainer, model, run_dir = fit(tmp_path, callback, max_steps=25)
+    entries = read_projector(run_dir)
+    assert list(entries) == [
+        "fc2_step0000000", "fc2.weight_step0000000", "fc2_step0000010", "fc2.weight_step0000010",
+        "fc2_step0000020", "fc2.weight_step0000020", "fc2_step0000025", "fc2.weight_step0000025",
+    ]
+    features, rows = entries["fc2_step0000025"]
+    assert features.shape == (100, 10)
+    assert rows[0] == ["label", "predicted", "correct", "confidence", "index"] and len(rows) == 101
+    # The last capture is the final model's fc2 output, in eval mode, on the probe set in order.
+    dm = trainer.datamodule
+    images, labels = dm.split_tensors("val")
+    index = np.array([int(row[4]) for row in rows[1:]])
+    assert [row[0] for row in rows[1:]] == [str(label) for label in labels[index].tolist()]
+    expected = model.eval()(dm.normalize(images[index])).detach().numpy()
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
+    weight, names = entries["fc2.weight_step0000025"]
+    np.testing.assert_allclose(weight, model.model.fc2.weight.detach().numpy(), rtol=1e-6)
+    assert [row[0] for row in names] == [str(i) for i in range(10)]
+    assert (run_dir / "projector" / "sprite.png").is_file()
+    plots = run_dir / "embeddings"
+    for step in (0, 10, 20, 25):
+        assert (plots / f"tsne_fc2_step{step:07d}.png").stat().st_size > 1000
+    assert (plots / "tsne_evolution.png").is_file() and (plots / "class_vectors.png").is_file()
+    scores = read_csv(plots / "separation.csv")
+    assert [int(row["step"]) for row in scores] == [0, 10, 20, 25]
+    assert all(0 <= float(row["knn_acc_2d"]) <= 1 and -1 <= float(row["silhouette"]) <= 1 for row in scores)
+    assert [step for step, _ in read_scalars(run_dir, "embeddings/knn_acc_2d")] == [0, 10, 20, 25]
+
+
+def test_embedding_projector_step0_capture_precedes_any_update(tmp_path):
+    pl.seed_everything(0)
+    model = LeNetClassifier(lr=1e-3)
+    initial = model.model.fc2.weight.detach().clone().numpy()
+    _, _, run_dir = fit(tmp_path, EmbeddingProjector(every_n_train_steps=0, num_samples=50, tsne=False),
+                        max_steps=3, model=model)
+    entries = read_projector(run_dir)
+    assert list(entries) == ["fc2_step0000000", "fc2.weight_step0000000", "fc2_step0000003", "fc2.weight_step0000003"]
+    np.testing.assert_array_equal(entries["fc2.weight_step0000000"][0], initial)
+    assert not np.array_equal(entries["fc2.weight_step0000003"][0], initial)
+
+
+def test_embedding_projector_does_not_change_training(tmp_path):
+    """Same seed, same data: final weights with the callback equal those without it, bit for bit."""
+    _, with_callback, _ = fit(tmp_path / "on", EmbeddingProjector(every_n_train_steps=5, num_samples=60), max_steps=15)
+    _, without, _ = fit(tmp_path / "off", None, max_steps=15)
+    for (name, a), (_, b) in zip(with_callback.state_dict().items(), without.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_embedding_projector_disabled_writes_nothing(tmp_path):
+    _, _, run_dir = fit(tmp_path, EmbeddingProjector(enabled=False), max_steps=3)
+    assert not (run_dir / "projector_config.pbtxt").exists() and not (run_dir / "embeddings").exists()
+
+
+def test_embedding_projector_probe_is_stratified_and_fixed(tmp_path):
+    callback = EmbeddingProjector(every_n_train_steps=0, num_samples=100, tsne=False)
+    fit(tmp_path, callback, max_steps=1)
+    again = EmbeddingProjector(every_n_train_steps=0, num_samples=100, tsne=False)
+    fit(tmp_path / "again", again, max_steps=1)
+    np.testing.assert_array_equal(callback._probe_index, again._probe_index)
+    labels = LeNetDataModule("digits", val_size=0.15, seed=0)
+    labels.setup("fit")
+    counts = np.bincount(labels.split_tensors("val")[1].numpy()[callback._probe_index], minlength=10)
+    assert counts.min() >= 9 and counts.max() <= 11
+
+
+def test_embedding_projector_large_perplexity_is_lowered_with_a_warning(tmp_path):
+    callback = EmbeddingProjector(every_n_train_steps=0, num_samples=20, perplexity=30)
+    with pytest.warns(UserWarning, match="perplexity"):
+        _, _, run_dir = fit(tmp_path, callback, max_steps=2)
+    assert len(read_csv(run_dir / "embeddings" / "separation.csv")) == 2
+
+
+def test_embedding_projector_nan_embeddings_are_never_written(tmp_path):
+    model = LeNetClassifier(lr=1e-3)
+    with torch.no_grad():
+        model.model.fc2.bias[3] = float("nan")  # every output row gets a NaN in column 3
+    callback = EmbeddingProjector(every_n_train_steps=0, num_samples=40, perplexity=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = pl.Trainer(max_steps=0, accelerator="cpu", logger=TensorBoardLogger(tmp_path, name="", version="run"),
+                             callbacks=[callback], enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False)
+        trainer.validate(model, LeNetDataModule("digits", val_size=0.15, seed=0), verbose=False)
+    assert any("non-finite" in str(w.message) or "NaN" in str(w.message) for w in caught)
+    entries = read_projector(tmp_path / "run")
+    features, _ = entries["fc2_validate_step0000000"]
+    assert np.isfinite(features).all()
+    assert (tmp_path / "run" / "embeddings" / "tsne_fc2_validate_step0000000.png").is_file()
+
+
+def test_embedding_projector_state_round_trips_through_checkpoint(tmp_path):
+    callback = EmbeddingProjector(every_n_train_steps=5, num_samples=50, perplexity=5)
+    trainer, _, _ = fit(tmp_path, callback, max_steps=10)
+    path = tmp_path / "state.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=True)["callbacks"]["EmbeddingProjector"]
+    restored = EmbeddingProjector(every_n_train_steps=5, num_samples=50)
+    restored.load_state_dict(state)
+    np.testing.assert_array_equal(restored._probe_index, callback._probe_index)
+    assert restored._captured_steps == {0, 5, 10}
+    np.testing.assert_array_equal(restored._last_layout, callback._layouts["fc2_step0000010"])
