@@ -1,0 +1,95 @@
+"""LightningCLI wiring: the model, the data, and the always-present ``embeddings`` callback group.
+
+``python cli.py`` and the ``lenet-lightning`` console script both call :func:`cli_main`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from typing_extensions import override
+
+from lenet_lightning.data import LeNetDataModule
+from lenet_lightning.embeddings import EmbeddingProjector
+from lenet_lightning.model import LeNetClassifier
+
+TRAINER_DEFAULTS = {
+    # TensorBoard, under `default_root_dir` (see `LeNetCLI.before_instantiate_classes`); naming the
+    # logger here is what makes `--trainer.logger.version N` work, e.g. to resume a run in place.
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": ".", "default_hp_metric": False},
+    },
+}
+
+
+class SaveConfigBesideEarlier(SaveConfigCallback):
+    """Saves the run's config as ``config.yaml``, or ``config_1.yaml``, ... when the log directory
+    already holds one (a resumed run, or a rerun with ``--trainer.logger false``): nothing earlier is
+    overwritten and nothing crashes."""
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self.already_saved and self.save_to_log_dir:
+            log_dir = trainer.log_dir or trainer.default_root_dir  # broadcasts: call on every rank
+            filename = self.config_filename
+            if trainer.is_global_zero:
+                stem, suffix = os.path.splitext(self.config_filename)
+                count = 0
+                while os.path.exists(os.path.join(log_dir, filename)):
+                    count += 1
+                    filename = f"{stem}_{count}{suffix}"
+            self.config_filename = trainer.strategy.broadcast(filename)
+        super().setup(trainer, pl_module, stage)
+
+
+class LeNetCLI(LightningCLI):
+    """LightningCLI with the projector callback as its own ``embeddings`` group and the data's class
+    count linked into the model."""
+
+    @override
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(EmbeddingProjector, "embeddings")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir",
+                              compute_fn=lambda root: root or ".")
+
+    @override
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.logger
+        init_args = getattr(logger, "init_args", None)
+        if init_args is not None and "save_dir" in init_args and init_args.save_dir is None:
+            init_args.save_dir = config.trainer.default_root_dir or os.getcwd()
+
+    @override
+    def instantiate_classes(self) -> None:
+        # Constructors validate their arguments; their messages are for the user, not a traceback.
+        try:
+            super().instantiate_classes()
+        except (ValueError, FileNotFoundError) as err:
+            parser = self._parser(self.subcommand)
+            parser.exit(2, f"error: {err}\n")
+
+
+def cli_main(args: list[str] | None = None) -> LeNetCLI:
+    """Runs the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests).
+
+    Example:
+        >>> cli_main(["fit", "--config", "configs/quickstart.yaml"])  # doctest: +SKIP
+    """
+    return LeNetCLI(
+        LeNetClassifier,
+        LeNetDataModule,
+        seed_everything_default=42,
+        trainer_defaults=TRAINER_DEFAULTS,
+        save_config_callback=SaveConfigBesideEarlier,
+        args=args,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``lenet-lightning`` console script."""
+    cli_main()
