@@ -158,8 +158,11 @@ def test_cli_quickstart_subprocess_trains_and_tests(tmp_path):
     assert float(line.split()[-1]) > 0.9
 
 
-@pytest.mark.skipif(shutil.which("lenet-lightning") is None, reason="package not installed (pip install -e .)")
+CONSOLE_SCRIPT = shutil.which("lenet-lightning", path=os.path.dirname(sys.executable))
+
+
+@pytest.mark.skipif(CONSOLE_SCRIPT is None, reason="package not installed (pip install -e .)")
 def test_console_script_is_the_cli():
-    result = subprocess.run(["lenet-lightning", "fit", "--help"], capture_output=True, text=True, timeout=120,
+    result = subprocess.run([CONSOLE_SCRIPT, "fit", "--help"], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0 and "--embeddings.every_n_train_steps" in result.stdout
