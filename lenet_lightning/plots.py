@@ -1,0 +1,286 @@
+"""Figures of t-SNE layouts and of the ``fc2`` class vectors.
+
+Every function builds a :class:`matplotlib.figure.Figure` directly, never through pyplot: no
+global state, no GUI backend, safe in the projector callback's background thread. Plot functions
+take an optional ``ax`` and return the figure; :func:`save_figure` writes it atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+# Matplotlib's "tab10", written out so that class c has the same colour in every figure and
+# every matplotlib version; class c >= 10 reuses colour c % 10.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+
+
+def class_color(class_index: int) -> str:
+    """Returns the fixed colour of class ``class_index``.
+
+    Example:
+        >>> class_color(0), class_color(10)
+        ('#1f77b4', '#1f77b4')
+    """
+    return PALETTE[class_index % len(PALETTE)]
+
+
+def plot_embedding(
+    layout: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    title: str = "",
+    ax: Axes | None = None,
+) -> Figure:
+    """Scatters a 2-D layout coloured by class, with a legend of class names.
+
+    Args:
+        layout: ``(N, 2)`` t-SNE layout.
+        labels: ``(N,)`` integer class indices into ``class_names``.
+        class_names: One name per class, in class-index order.
+        title: Axes title, e.g. ``"step 300 · probe acc 0.912"``.
+        ax: Axes to draw into; a new figure when ``None``.
+
+    Returns:
+        The figure that holds the axes.
+
+    Raises:
+        ValueError: If the shapes do not match or a label is not a valid class index.
+
+    Example:
+        >>> layout = np.random.default_rng(0).normal(size=(30, 2))
+        >>> fig = plot_embedding(layout, np.arange(30) % 3, ["a", "b", "c"], title="step 0")
+        >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        ['a', 'b', 'c']
+    """
+    labels = _check_layout(layout, labels, class_names)
+    if ax is None:
+        ax = Figure(figsize=(6.4, 5.0), layout="constrained").add_subplot()
+    _scatter_classes(ax, np.asarray(layout), labels, class_names)
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3, frameon=False, fontsize="small")
+    return _root_figure(ax)
+
+
+def plot_evolution(
+    layouts: Sequence[np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    titles: Sequence[str],
+    *,
+    max_cols: int = 5,
+) -> Figure:
+    """Draws every capture's layout side by side, row-major in a grid, with one shared legend.
+
+    Args:
+        layouts: One ``(N, 2)`` layout per capture, all of the same probe points.
+        labels: ``(N,)`` integer class indices into ``class_names``.
+        class_names: One name per class.
+        titles: One title per layout, e.g. ``"step 300 · probe acc 0.912"``.
+        max_cols: Most layouts per row.
+
+    Returns:
+        A figure with exactly one axes per layout.
+
+    Raises:
+        ValueError: If there are no layouts, ``titles`` does not match them in length,
+            ``max_cols < 1``, or a layout does not match ``labels``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> layouts = [rng.normal(size=(30, 2)) for _ in range(7)]
+        >>> fig = plot_evolution(layouts, np.arange(30) % 3, "abc", [f"step {i}" for i in range(7)])
+        >>> len(fig.axes)
+        7
+    """
+    if len(layouts) == 0:
+        raise ValueError("Expected `layouts` to hold at least one layout, but got none.")
+    if len(titles) != len(layouts):
+        raise ValueError(
+            f"Expected `titles` to have {len(layouts)} entries, one per layout, but got {len(titles)}."
+        )
+    if max_cols < 1:
+        raise ValueError(f"Expected `max_cols` to be a positive integer, but got {max_cols}.")
+    checked = [_check_layout(layout, labels, class_names) for layout in layouts]
+    n_cols = min(len(layouts), max_cols)
+    n_rows = -(-len(layouts) // n_cols)
+    fig = Figure(figsize=(2.8 * n_cols + 1.6, 2.8 * n_rows), layout="constrained")
+    for index, (layout, title) in enumerate(zip(layouts, titles, strict=True)):
+        ax = fig.add_subplot(n_rows, n_cols, index + 1)
+        _scatter_classes(ax, np.asarray(layout), checked[index], class_names, size=2.0)
+        ax.set_title(title, fontsize="small")
+    handles, names = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", markerscale=4, frameon=False, fontsize="small")
+    return fig
+
+
+def plot_class_vectors(weight: np.ndarray, class_names: Sequence[str], *, ax: Axes | None = None) -> Figure:
+    """Shows how the ``fc2`` class vectors (the rows of ``fc2.weight``) relate to each other.
+
+    t-SNE of 10 points is meaningless: the perplexity must stay below 10, so every point's
+    neighbourhood is the whole set and the layout mostly reflects the optimiser. For 10 vectors
+    the exact answer fits on screen instead: the ``C x C`` cosine-similarity matrix, as an
+    annotated heatmap. The logit of class ``c`` is ``w_c · h + b_c``, so two classes whose vectors
+    point the same way (cosine near 1) are told apart by few directions of ``h``; untrained
+    vectors are near-orthogonal (cosine about 0) and training pushes the pairs of classes apart.
+    With ``ax=None`` the figure also has an exact, linear 2-D view: the vectors projected on their
+    first two principal components, with the share of variance each one explains (no
+    neighbourhood parameter, nothing to tune). With an ``ax`` only the heatmap is drawn into it.
+
+    Args:
+        weight: ``(C, F)`` matrix, one class vector per row (``fc2.weight`` is ``(10, 1024)``).
+        class_names: One name per row.
+        ax: Axes for the heatmap; a new two-panel figure when ``None``.
+
+    Returns:
+        The figure that holds the heatmap.
+
+    Raises:
+        ValueError: If ``weight`` is not a finite 2-D array with one row per class name and at
+            least 2 rows.
+
+    Example:
+        >>> weight = np.random.default_rng(0).normal(size=(10, 1024))
+        >>> fig = plot_class_vectors(weight, [str(c) for c in range(10)])
+        >>> len(fig.axes)  # heatmap, PCA view, colour bar
+        3
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    if weight.ndim != 2 or weight.shape[0] != len(class_names) or weight.shape[0] < 2:
+        raise ValueError(
+            f"Expected `weight` to be a 2-D array with one row per class name ({len(class_names)}, "
+            f"at least 2), but got shape {weight.shape}."
+        )
+    if not np.isfinite(weight).all():
+        raise ValueError("Expected `weight` to be finite, but got NaN or inf values.")
+    unit = weight / np.maximum(np.linalg.norm(weight, axis=1, keepdims=True), 1e-12)
+    cosine = unit @ unit.T  # (C, C)
+    pca_ax = None
+    if ax is None:
+        fig = Figure(figsize=(12.0, 5.2), layout="constrained")
+        ax, pca_ax = fig.subplots(1, 2, width_ratios=(1.25, 1.0))
+    fig = _root_figure(ax)
+    image = ax.imshow(cosine, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+    n_classes = len(class_names)
+    for row in range(n_classes):
+        for col in range(n_classes):
+            value = cosine[row, col]
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize="x-small",
+                    color="white" if abs(value) > 0.6 else "black")
+    ax.set_xticks(range(n_classes), labels=list(class_names), rotation=45, ha="right", fontsize="small")
+    ax.set_yticks(range(n_classes), labels=list(class_names), fontsize="small")
+    ax.set_title("cosine similarity of fc2 class vectors")
+    ax.figure.colorbar(image, ax=ax, shrink=0.8)
+    if pca_ax is not None:
+        _plot_pca(pca_ax, weight, class_names)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) -> None:
+    """Writes ``fig`` as a PNG atomically, then clears it to free its memory.
+
+    The image goes to a temporary file in the same directory that is then ``os.replace``-d onto
+    ``path``, so a reader (TensorBoard, a browser, a test) never sees a half-written PNG. The
+    directory is created if needed. A ``path`` that exists but is not a regular file (``/dev/null``,
+    a directory) is refused, because replacing it would destroy it.
+
+    Args:
+        fig: Figure to write; cleared afterwards, so do not reuse it.
+        path: Destination ``.png`` path.
+        dpi: Resolution.
+
+    Raises:
+        ValueError: If ``path`` exists and is not a regular file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> fig = plot_embedding(np.zeros((4, 2)), np.arange(4) % 2, ["a", "b"])
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     save_figure(fig, pathlib.Path(tmp) / "embedding.png")
+        ...     sorted(p.name for p in pathlib.Path(tmp).iterdir())
+        ['embedding.png']
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"Expected `path` to be a regular file or a new path, but got {str(path)!r}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            fig.savefig(file, format="png", dpi=dpi)
+        # mkstemp makes the file owner-only; keep the old file's mode, else the usual rw-r--r--.
+        os.chmod(tmp_name, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    finally:
+        fig.clear()
+
+
+def _root_figure(ax: Axes) -> Figure:
+    """The top-level figure of ``ax``, also when ``ax`` sits in a subfigure (matplotlib >= 3.8)."""
+    figure = ax.figure
+    while not isinstance(figure, Figure):  # a SubFigure: climb to its parent
+        figure = figure.figure
+    return figure
+
+
+def _check_layout(layout: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """Validates an ``(N, 2)`` layout against ``(N,)`` labels; returns the labels as int64."""
+    layout = np.asarray(layout)
+    labels = np.asarray(labels)
+    if layout.ndim != 2 or layout.shape[1] != 2:
+        raise ValueError(f"Expected `layout` to have shape (N, 2), but got {layout.shape}.")
+    if labels.shape != (layout.shape[0],):
+        raise ValueError(f"Expected `labels` to have shape ({layout.shape[0]},), but got {labels.shape}.")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"Expected `labels` to be integer class indices, but got dtype {labels.dtype}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise ValueError(
+            f"Expected `labels` to be in [0, {len(class_names)}), one per class name, "
+            f"but got values in [{labels.min()}, {labels.max()}]."
+        )
+    return labels.astype(np.int64)
+
+
+def _scatter_classes(
+    ax: Axes, layout: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *, size: float = 4.0
+) -> None:
+    """One scatter per class (so the legend has one entry per class), t-SNE axes left unticked."""
+    for index, name in enumerate(class_names):
+        points = layout[labels == index]  # (n_c, 2)
+        ax.scatter(points[:, 0], points[:, 1], s=size, color=class_color(index), label=name, linewidths=0)
+    # t-SNE coordinates have no units; only relative positions mean something.
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
+
+
+def _plot_pca(ax: Axes, weight: np.ndarray, class_names: Sequence[str]) -> None:
+    """Projects the class vectors on their first two principal components (exact, via SVD)."""
+    centred = weight - weight.mean(axis=0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    coords = u[:, :2] * s[:2]  # (C, 2)
+    if coords.shape[1] < 2:  # two classes have one principal direction
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    variance = s**2 / max(float((s**2).sum()), 1e-300)
+    for index, name in enumerate(class_names):
+        ax.scatter(coords[index, 0], coords[index, 1], s=60, color=class_color(index))
+        ax.annotate(name, coords[index], textcoords="offset points", xytext=(5, 5), fontsize="small")
+    ax.axhline(0, color="0.85", linewidth=0.8, zorder=0)
+    ax.axvline(0, color="0.85", linewidth=0.8, zorder=0)
+    ax.set_xlabel(f"PC1 ({variance[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC2 ({variance[1] if len(variance) > 1 else 0.0:.0%} of variance)")
+    ax.set_title("class vectors, exact 2-D PCA projection")

@@ -1,0 +1,209 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from matplotlib.image import imread
+
+from lenet_lightning import plots
+from lenet_lightning.plots import plot_class_vectors, plot_embedding, plot_evolution, save_figure
+
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def layout_and_labels(n=100, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    return rng.normal(size=(n, 2)) + 5.0 * labels[:, None], labels
+
+
+def legend_texts(legend):
+    return [text.get_text() for text in legend.get_texts()]
+
+
+def test_plot_embedding_legend_contains_class_names():
+    layout, labels = layout_and_labels()
+    fig = plot_embedding(layout, labels, CLASS_NAMES, title="step 300 · probe acc 0.912")
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert legend_texts(ax.get_legend()) == CLASS_NAMES
+    assert ax.get_title() == "step 300 · probe acc 0.912"
+
+
+def test_plot_embedding_colours_each_class_the_same_in_every_plot():
+    layout, labels = layout_and_labels()
+    only_odd = labels % 2 == 1  # a plot where half the classes have no points
+    figures = [plot_embedding(layout, labels, CLASS_NAMES),
+               plot_embedding(layout[only_odd], labels[only_odd], CLASS_NAMES)]
+    for fig in figures:
+        for index, handle in enumerate(fig.axes[0].get_legend().legend_handles):
+            assert to_hex(handle.get_facecolor()[0]) == plots.PALETTE[index]
+
+
+def test_plot_embedding_draws_into_the_given_ax():
+    fig = Figure()
+    left, right = fig.subplots(1, 2)
+    layout, labels = layout_and_labels()
+    assert plot_embedding(layout, labels, CLASS_NAMES, title="right", ax=right) is fig
+    assert right.get_title() == "right"
+    assert len(right.collections) == 10
+    assert not left.collections
+
+
+def test_plots_into_a_subfigure_return_the_top_level_figure():
+    fig = Figure()
+    left, right = fig.subfigures(1, 2)
+    layout, labels = layout_and_labels()
+    assert plot_embedding(layout, labels, CLASS_NAMES, ax=left.add_subplot()) is fig
+    assert plot_class_vectors(np.eye(10, 1024), CLASS_NAMES, ax=right.add_subplot()) is fig
+    assert len(right.axes) == 2  # the colour bar stays in its subfigure
+
+
+@pytest.mark.parametrize(
+    ("layout", "labels", "match"),
+    [
+        (np.zeros((10, 3)), np.arange(10), r"`layout`.*\(N, 2\).*\(10, 3\)"),
+        (np.zeros((10, 2)), np.arange(9), r"`labels`.*\(10,\).*\(9,\)"),
+        (np.zeros((10, 2)), np.arange(10) + 1, r"`labels`.*\[0, 10\).*\[1, 10\]"),
+        (np.zeros((10, 2)), np.arange(10) - 1, r"`labels`.*\[-1, 8\]"),
+        (np.zeros((10, 2)), np.linspace(0, 1, 10), r"`labels`.*integer.*float64"),
+    ],
+)
+def test_plot_embedding_rejects_bad_inputs(layout, labels, match):
+    with pytest.raises(ValueError, match=match):
+        plot_embedding(layout, labels, CLASS_NAMES)
+
+
+@pytest.mark.parametrize(("n_layouts", "max_cols", "grid"), [(1, 5, (1, 1)), (7, 5, (2, 5)), (10, 5, (2, 5)),
+                                                              (3, 2, (2, 2))])
+def test_plot_evolution_has_one_axes_per_capture(n_layouts, max_cols, grid):
+    layout, labels = layout_and_labels()
+    titles = [f"step {100 * i}" for i in range(n_layouts)]
+    layouts = [layout + i for i in range(n_layouts)]
+    fig = plot_evolution(layouts, labels, CLASS_NAMES, titles, max_cols=max_cols)
+    assert len(fig.axes) == n_layouts
+    assert [ax.get_title() for ax in fig.axes] == titles
+    assert all(ax.get_subplotspec().get_geometry()[:2] == grid for ax in fig.axes)
+    (legend,) = fig.legends  # one legend for the whole figure
+    assert legend_texts(legend) == CLASS_NAMES
+    assert all(ax.get_legend() is None for ax in fig.axes)
+
+
+@pytest.mark.parametrize(
+    ("n_layouts", "n_titles", "max_cols", "match"),
+    [(0, 0, 5, "`layouts`.*none"), (3, 2, 5, "`titles`.*3 entries.*got 2"), (3, 3, 0, "`max_cols`.*got 0")],
+)
+def test_plot_evolution_rejects_bad_inputs(n_layouts, n_titles, max_cols, match):
+    layout, labels = layout_and_labels()
+    with pytest.raises(ValueError, match=match):
+        plot_evolution([layout] * n_layouts, labels, CLASS_NAMES, ["t"] * n_titles, max_cols=max_cols)
+
+
+def test_plot_class_vectors_shows_cosine_similarity_of_fc2_weight():
+    weight = np.random.default_rng(0).normal(size=(10, 1024))
+    weight[3] = 2.0 * weight[1]  # same direction, twice the length: cosine 1
+    fig = plot_class_vectors(weight, CLASS_NAMES)
+    heatmap, pca, colorbar = fig.axes
+    assert colorbar.get_label() == "<colorbar>"
+    (image,) = heatmap.get_images()
+    cosine = np.asarray(image.get_array())
+    assert cosine.shape == (10, 10)
+    np.testing.assert_allclose(np.diag(cosine), 1.0)
+    np.testing.assert_allclose(cosine, cosine.T)
+    assert cosine[1, 3] == pytest.approx(1.0)
+    assert abs(cosine[0, 2]) < 0.2  # random 1024-d vectors are nearly orthogonal
+    assert [t.get_text() for t in heatmap.get_yticklabels()] == CLASS_NAMES
+    assert len(heatmap.texts) == 100  # every cell annotated
+    assert [t.get_text() for t in pca.texts] == CLASS_NAMES
+    assert pca.get_xlabel().startswith("PC1")
+
+
+def test_plot_class_vectors_into_the_given_ax_draws_the_heatmap_only():
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert plot_class_vectors(np.eye(10, 1024), CLASS_NAMES, ax=ax) is fig
+    np.testing.assert_allclose(np.asarray(ax.get_images()[0].get_array()), np.eye(10))
+    assert len(fig.axes) == 2  # heatmap and its colour bar
+
+
+@pytest.mark.parametrize(
+    ("weight", "match"),
+    [
+        (np.zeros((9, 1024)), r"`weight`.*\(10,.*shape \(9, 1024\)"),
+        (np.zeros(1024), r"`weight`.*shape \(1024,\)"),
+        (np.full((10, 4), np.nan), r"`weight`.*finite"),
+    ],
+)
+def test_plot_class_vectors_rejects_bad_weight(weight, match):
+    with pytest.raises(ValueError, match=match):
+        plot_class_vectors(weight, CLASS_NAMES)
+
+
+def test_save_figure_writes_a_readable_png(tmp_path):
+    layout, labels = layout_and_labels()
+    fig = plot_embedding(layout, labels, CLASS_NAMES, title="step 0")
+    path = tmp_path / "nested" / "step_000000.png"
+    save_figure(fig, path, dpi=50)
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert image.std() > 0  # not blank
+    assert sorted(p.name for p in path.parent.iterdir()) == ["step_000000.png"]  # no temp file left
+    assert not fig.axes  # cleared
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by a TensorBoard server run as another user
+
+
+def test_save_figure_replaces_an_existing_png(tmp_path):
+    path = tmp_path / "tsne_evolution.png"
+    layout, labels = layout_and_labels()
+    save_figure(plot_evolution([layout], labels, CLASS_NAMES, ["step 0"]), path)
+    first = path.read_bytes()
+    save_figure(plot_evolution([layout] * 3, labels, CLASS_NAMES, ["a", "b", "c"]), path)
+    assert path.read_bytes() != first
+    assert imread(path).shape[1] > imread(path).shape[0]  # now a wide, three-panel image
+    assert [p.name for p in tmp_path.iterdir()] == ["tsne_evolution.png"]
+
+
+def test_save_figure_failure_keeps_the_old_file_and_no_temp_file(tmp_path):
+    path = tmp_path / "plot.png"
+    path.write_bytes(b"old")
+
+    class Broken(Figure):
+        def savefig(self, *args, **kwargs):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_figure(Broken(), path)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_save_figure_refuses_to_replace_what_is_not_a_regular_file(tmp_path, kind):
+    path = tmp_path / "target.png"
+    path.mkdir() if kind == "directory" else os.mkfifo(path)
+    with pytest.raises(ValueError, match="`path`.*regular file.*target.png"):
+        save_figure(Figure(), path)
+    assert path.is_dir() if kind == "directory" else path.is_fifo()
+    assert [p.name for p in tmp_path.iterdir()] == ["target.png"]
+
+
+def test_plots_module_never_imports_pyplot(tmp_path):
+    # Load plots.py on its own, so the check is not about what the rest of the package imports.
+    source = Path(plots.__file__)
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('plots', {str(source)!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "import numpy as np\n"
+        "fig = module.plot_embedding(np.zeros((4, 2)), np.arange(4) % 2, ['a', 'b'])\n"
+        "module.save_figure(fig, sys.argv[1])\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "plot.png")], check=True, timeout=60)
+    assert imread(tmp_path / "plot.png").size > 0
