@@ -125,6 +125,7 @@ class EmbeddingProjector(Callback):
             )
         log_dir = trainer.log_dir  # broadcasts: every rank must call it
         self._log_dir = Path(log_dir or trainer.default_root_dir)
+        self._sprite = None  # written once per run folder
         if self._probe_index is None:
             labels = datamodule.split_tensors(self.split)[1].numpy()
             self._probe_index = stratified_subset(labels, self.num_samples, self.seed)
@@ -196,6 +197,14 @@ class EmbeddingProjector(Callback):
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._stop_analysis()
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # A failed or interrupted run should exit now, not after the queued t-SNE jobs.
+        self._stop_analysis()
+
+    def _stop_analysis(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
