@@ -8,14 +8,13 @@ take an optional ``ax`` and return the figure; :func:`save_figure` writes it ato
 from __future__ import annotations
 
 import os
-import stat
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from lenet_lightning.atomic import write_atomically
 
 # Matplotlib's "tab10", written out so that class c has the same colour in every figure and
 # every matplotlib version; class c >= 10 reuses colour c % 10.
@@ -211,20 +210,8 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) ->
         ...     sorted(p.name for p in pathlib.Path(tmp).iterdir())
         ['embedding.png']
     """
-    path = Path(path)
-    if path.exists() and not path.is_file():
-        raise ValueError(f"Expected `path` to be a regular file or a new path, but got {str(path)!r}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as file:
-            fig.savefig(file, format="png", dpi=dpi)
-        # mkstemp makes the file owner-only; keep the old file's mode, else the usual rw-r--r--.
-        os.chmod(tmp_name, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        write_atomically(path, lambda stream: fig.savefig(stream, format="png", dpi=dpi))
     finally:
         fig.clear()
 

@@ -30,17 +30,17 @@ import codecs
 import math
 import os
 import re
-import secrets
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 from google.protobuf import text_format
 from PIL import Image
 from tensorboard.plugins.projector.projector_config_pb2 import EmbeddingInfo, ProjectorConfig
+
+from lenet_lightning.atomic import write_atomically
 
 CONFIG_FILENAME = "projector_config.pbtxt"  # the name the projector plugin looks for in a run dir
 ASSETS_DIRNAME = "projector"
@@ -187,7 +187,7 @@ def write_sprite(images: np.ndarray, path: str | Path, max_size: int = MAX_SPRIT
             strip = np.asarray(Image.fromarray(strip).resize((cols * thumb_w, thumb_h), Image.Resampling.BOX))
         sprite[row * thumb_h : (row + 1) * thumb_h] = strip
 
-    _write_atomically(Path(path), lambda f: Image.fromarray(sprite).save(f, format="PNG"))
+    write_atomically(Path(path), lambda f: Image.fromarray(sprite).save(f, format="PNG"))
     return thumb_h, thumb_w
 
 
@@ -262,13 +262,13 @@ def write_embedding(
     if _decodes_as_utf8(raw):  # TensorBoard would parse these bytes as (broken) TSV
         tensor_file = _TENSOR_TSV
         # %.9g round-trips float32 exactly.
-        _write_atomically(asset_dir / tensor_file, lambda f: np.savetxt(f, values, fmt="%.9g", delimiter="\t"))
+        write_atomically(asset_dir / tensor_file, lambda f: np.savetxt(f, values, fmt="%.9g", delimiter="\t"))
     else:
         tensor_file = _TENSOR_BYTES
-        _write_atomically(asset_dir / tensor_file, lambda f: f.write(raw))
+        write_atomically(asset_dir / tensor_file, lambda f: f.write(raw))
     if rows is not None:
         text = "".join("\t".join(row) + "\n" for row in rows)
-        _write_atomically(asset_dir / _METADATA_TSV, lambda f: f.write(text.encode("utf-8")))
+        write_atomically(asset_dir / _METADATA_TSV, lambda f: f.write(text.encode("utf-8")))
 
     entry = EmbeddingEntry(
         tensor_name=name,
@@ -349,7 +349,7 @@ def update_projector_config(run_dir: str | Path, entries: Sequence[EmbeddingEntr
 
     root.mkdir(parents=True, exist_ok=True)
     text = text_format.MessageToString(config)
-    _write_atomically(config_path, lambda f: f.write(text.encode("utf-8")))
+    write_atomically(config_path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _validate_embeddings(embeddings: np.ndarray) -> np.ndarray:
@@ -441,22 +441,3 @@ def _decodes_as_utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Calls ``write`` on a new temporary file next to ``path``, then renames it over ``path``.
-
-    The temporary file is opened with ``open`` so it gets the usual umask permissions (``mkstemp``'s
-    0600 would hide the file from a TensorBoard running as another user).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
