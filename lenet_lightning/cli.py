@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -16,8 +17,8 @@ from lenet_lightning.embeddings import EmbeddingProjector
 from lenet_lightning.model import LeNetClassifier
 
 TRAINER_DEFAULTS = {
-    # TensorBoard, under `default_root_dir` (see `LeNetCLI.before_instantiate_classes`); naming the
-    # logger here is what makes `--trainer.logger.version N` work, e.g. to resume a run in place.
+    # TensorBoard under `default_root_dir` (its `save_dir` is linked to it); naming the logger here
+    # is what makes `--trainer.logger.version N` work, e.g. to resume a run in place.
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": ".", "default_hp_metric": False},
@@ -57,14 +58,6 @@ class LeNetCLI(LightningCLI):
                               compute_fn=lambda root: root or ".")
 
     @override
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        logger = config.trainer.logger
-        init_args = getattr(logger, "init_args", None)
-        if init_args is not None and "save_dir" in init_args and init_args.save_dir is None:
-            init_args.save_dir = config.trainer.default_root_dir or os.getcwd()
-
-    @override
     def instantiate_classes(self) -> None:
         # Constructors validate their arguments; their messages are for the user, not a traceback.
         try:
@@ -77,17 +70,24 @@ class LeNetCLI(LightningCLI):
 def cli_main(args: list[str] | None = None) -> LeNetCLI:
     """Runs the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests).
 
+    A missing file (data that could not be found or downloaded, a wrong ``--ckpt_path``) ends the
+    command with one ``error:`` line and exit status 2, not a traceback.
+
     Example:
         >>> cli_main(["fit", "--config", "configs/quickstart.yaml"])  # doctest: +SKIP
     """
-    return LeNetCLI(
-        LeNetClassifier,
-        LeNetDataModule,
-        seed_everything_default=42,
-        trainer_defaults=TRAINER_DEFAULTS,
-        save_config_callback=SaveConfigBesideEarlier,
-        args=args,
-    )
+    try:
+        return LeNetCLI(
+            LeNetClassifier,
+            LeNetDataModule,
+            seed_everything_default=42,
+            trainer_defaults=TRAINER_DEFAULTS,
+            save_config_callback=SaveConfigBesideEarlier,
+            args=args,
+        )
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main() -> None:

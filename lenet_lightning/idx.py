@@ -76,6 +76,64 @@ def _read_bytes(path: Path) -> bytes:
         raise ValueError(f"Corrupt idx file {path}: cannot decompress it ({err}); replace the file.") from err
 
 
+def _parse_header(path: Path, header: bytes, kind: str) -> tuple[int, tuple[int, ...]]:
+    """``(header size, shape)`` from the first bytes of an idx file of ``kind``; raises if they are not."""
+    if kind not in _EXPECTED_NDIM:
+        raise ValueError(f"Expected `kind` to be 'images' or 'labels', but got {kind!r}.")
+    ndim = _EXPECTED_NDIM[kind]
+    header_size = 4 + 4 * ndim
+    if len(header) < header_size:
+        raise ValueError(
+            f"Truncated idx file {path}: {len(header)} bytes, shorter than the {header_size}-byte header; "
+            "replace the file."
+        )
+    zero, dtype_code, file_ndim = struct.unpack(">HBB", header[:4])
+    if zero != 0 or dtype_code != _UINT8 or file_ndim != ndim:
+        raise ValueError(
+            f"Corrupt idx file {path}: magic number {header[:4].hex()} is not that of {kind} "
+            f"(expected 0000080{ndim}); is it the right file?"
+        )
+    return header_size, struct.unpack(f">{ndim}I", header[4:header_size])
+
+
+def _check_size(path: Path, kind: str, shape: tuple[int, ...], found: int) -> None:
+    expected = int(np.prod(shape))
+    if found != expected:
+        problem = "Truncated" if found < expected else "Corrupt"
+        raise ValueError(
+            f"{problem} idx file {path}: header promises {expected} bytes of {kind} {tuple(shape)}, "
+            f"found {found}; replace the file."
+        )
+
+
+def check_idx_header(path: str | Path, kind: str) -> None:
+    """Checks an idx file's header against its size without decompressing it all: cheap enough to
+    run when a datamodule is built, so a truncated file is reported before any training.
+
+    For ``.gz`` files the size is gzip's own record of the uncompressed length, in its last four
+    bytes (exact below 4 GiB; MNIST's largest file is 47 MB).
+
+    Raises:
+        ValueError: As :func:`read_idx`, for what can be told from the header and the size.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as stream:
+                header = stream.read(4 + 4 * _EXPECTED_NDIM.get(kind, 1))
+            with path.open("rb") as raw:
+                raw.seek(-4, 2)
+                total = struct.unpack("<I", raw.read(4))[0]
+        else:
+            with path.open("rb") as stream:
+                header = stream.read(4 + 4 * _EXPECTED_NDIM.get(kind, 1))
+            total = path.stat().st_size
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"Corrupt idx file {path}: cannot read it ({err}); replace the file.") from err
+    header_size, shape = _parse_header(path, header, kind)
+    _check_size(path, kind, shape, max(total - header_size, 0))
+
+
 def read_idx(path: str | Path, kind: str) -> np.ndarray:
     """Reads one idx file of unsigned bytes: images ``(N, H, W)`` or labels ``(N,)``, as ``uint8``.
 
@@ -95,30 +153,9 @@ def read_idx(path: str | Path, kind: str) -> np.ndarray:
         >>> read_idx(path, "labels").tolist()
         [7, 3]
     """
-    if kind not in _EXPECTED_NDIM:
-        raise ValueError(f"Expected `kind` to be 'images' or 'labels', but got {kind!r}.")
     path = Path(path)
     data = _read_bytes(path)
-    ndim = _EXPECTED_NDIM[kind]
-    header_size = 4 + 4 * ndim
-    if len(data) < header_size:
-        raise ValueError(
-            f"Truncated idx file {path}: {len(data)} bytes, shorter than the {header_size}-byte header; "
-            "replace the file."
-        )
-    zero, dtype_code, file_ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != _UINT8 or file_ndim != ndim:
-        raise ValueError(
-            f"Corrupt idx file {path}: magic number {data[:4].hex()} is not that of {kind} "
-            f"(expected 0000080{ndim}); is it the right file?"
-        )
-    shape = struct.unpack(f">{ndim}I", data[4:header_size])
-    expected = int(np.prod(shape))
-    found = len(data) - header_size
-    if found != expected:
-        problem = "Truncated" if found < expected else "Corrupt"
-        raise ValueError(
-            f"{problem} idx file {path}: header promises {expected} bytes of {kind} {tuple(shape)}, "
-            f"found {found}; replace the file."
-        )
+    header_size, shape = _parse_header(path, data, kind)
+    _check_size(path, kind, shape, len(data) - header_size)
+    # A writable copy: torch warns on (and must not write through) a read-only buffer.
     return np.frombuffer(bytearray(data), dtype=np.uint8, offset=header_size).reshape(shape)

@@ -83,12 +83,26 @@ def test_datamodule_missing_files_fail_at_construction_with_clear_message(tmp_pa
     assert str(tmp_path) in message and "train-images-idx3-ubyte" in message and "--data.dataset digits" in message
 
 
-def test_datamodule_truncated_file_fails_naming_it(tmp_path):
-    write_tiny_mnist(tmp_path)
-    path = tmp_path / "t10k-images-idx3-ubyte"
-    path.write_bytes(path.read_bytes()[:-5])
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_datamodule_truncated_file_fails_at_construction_naming_it(tmp_path, gzipped):
+    write_tiny_mnist(tmp_path, gzipped=gzipped)
+    name = "t10k-images-idx3-ubyte" + (".gz" if gzipped else "")
+    path = tmp_path / name
+    data = gzip.decompress(path.read_bytes()) if gzipped else path.read_bytes()
+    path.write_bytes(gzip.compress(data[:-5]) if gzipped else data[:-5])
+    with pytest.raises(ValueError, match=f"Truncated idx file .*{name}.*header promises 15680 bytes.*found 15675"):
+        LeNetDataModule("mnist", data_dir=str(tmp_path), download=False, val_size=10)
+
+
+def test_datamodule_corrupt_file_in_the_middle_fails_at_setup_naming_it(tmp_path):
+    """A header and size that look right but a gzip stream whose checksum fails is caught when read."""
+    write_tiny_mnist(tmp_path, gzipped=True)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    data = bytearray(path.read_bytes())
+    data[-8:-4] = bytes(b ^ 0xFF for b in data[-8:-4])  # gzip's CRC-32 of the content
+    path.write_bytes(bytes(data))
     dm = LeNetDataModule("mnist", data_dir=str(tmp_path), download=False, val_size=10)
-    with pytest.raises(ValueError, match="Truncated idx file .*t10k-images-idx3-ubyte"):
+    with pytest.raises(ValueError, match="Corrupt idx file .*train-images-idx3-ubyte.gz: cannot decompress"):
         dm.setup("fit")
 
 
