@@ -128,7 +128,7 @@ class LeNetClassifier(pl.LightningModule):
         logits = self(images)  # (N, num_classes)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         accuracy = getattr(self, f"{stage}_acc")
-        accuracy(logits, labels)
+        accuracy.update(logits, labels)  # not forward(): no per-batch value is logged, so none is computed
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
                  batch_size=labels.shape[0], sync_dist=not on_step)
