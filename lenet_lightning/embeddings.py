@@ -8,9 +8,9 @@ maps and scores, :mod:`lenet_lightning.plots` draws.
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
-import tempfile
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from threadpoolctl import threadpool_limits
 from torch import nn
 from typing_extensions import override
 
 from lenet_lightning import plots, projector, tsne
+from lenet_lightning.atomic import write_atomically
 from lenet_lightning.data import stratified_subset
 
 Schedule = Literal["fixed", "doubling"]
@@ -39,7 +41,9 @@ class EmbeddingProjector(Callback):
     A capture runs on global rank 0 only, in eval mode and without gradients, at step 0 (before any
     update), at every scheduled step, and at the end of fit; ``validate`` and ``test`` capture once.
     It draws no random numbers, so training is unchanged by it. t-SNE, scores and plots run in a
-    background thread; the end of fit waits for them.
+    background thread, one capture at a time; a capture that is still waiting when the next one
+    comes (captures faster than t-SNE, e.g. on a GPU) keeps its projector entry and loses its plot.
+    The end of fit waits for the running one.
 
     Args:
         enabled: Turn the callback off without removing it (``--embeddings.enabled false``).
@@ -55,8 +59,9 @@ class EmbeddingProjector(Callback):
         perplexity: t-SNE perplexity; lowered with a warning when the probe set is too small.
         class_vectors: Also send ``fc2.weight``'s rows (one vector per class) as their own entry.
         dirpath: Folder for plots and ``separation.csv``; default ``<log_dir>/embeddings``. Projector
-            files always go in the log directory itself, where TensorBoard looks for them.
-        seed: Seeds the probe set and t-SNE.
+            files always go in the log directory itself, where TensorBoard looks for them (with
+            ``logger=False``: a new ``<default_root_dir>/embeddings/version_N`` for each run).
+        seed: Seeds the probe set and t-SNE (0 to 2**32 - 1).
 
     Raises:
         ValueError: An argument is out of range (at construction), or ``layer`` names no submodule
@@ -90,6 +95,8 @@ class EmbeddingProjector(Callback):
             raise ValueError(f"Expected `split` to be 'train', 'val' or 'test', but got {split!r}.")
         if not isinstance(layer, str) or not layer.strip():
             raise ValueError(f"Expected `layer` to name a submodule such as 'fc2', but got {layer!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ValueError(f"Expected `seed` to be an integer in [0, 2**32), but got {seed!r}.")
         if isinstance(perplexity, bool) or not (isinstance(perplexity, (int, float)) and math.isfinite(perplexity)
                                                 and perplexity > 0):
             raise ValueError(f"Expected `perplexity` to be a positive number, but got {perplexity!r}.")
@@ -105,10 +112,14 @@ class EmbeddingProjector(Callback):
         self._layouts: dict[str, np.ndarray] = {}
         self._last_layout: np.ndarray | None = None
         # Per run.
+        self._split_size = 0
+        self._perplexity = self.perplexity
+        self._checkpoint_step: int | None = None  # validate/test: the step of the loaded checkpoint
         self._log_dir: Path | None = None
+        self._trainer: pl.Trainer | None = None
         self._sprite: tuple[str, tuple[int, int]] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: list[Future] = []
+        self._pending: list[tuple[Future, dict[str, Any]]] = []
 
     # ------------------------------------------------------------------ setup
     @override
@@ -123,14 +134,31 @@ class EmbeddingProjector(Callback):
                 f"`class_names`) for the embeddings callback, but got {type(datamodule).__name__}; "
                 "pass one, or set `--embeddings.enabled false`."
             )
-        log_dir = trainer.log_dir  # broadcasts: every rank must call it
-        self._log_dir = Path(log_dir or trainer.default_root_dir)
+        self._log_dir = self._run_dir(trainer)
+        self._trainer = trainer
         self._sprite = None  # written once per run folder
-        if self._probe_index is None:
-            labels = datamodule.split_tensors(self.split)[1].numpy()
+        labels = datamodule.split_tensors(self.split)[1].numpy()
+        self._split_size = len(labels)
+        if self._probe_index is None or len(self._probe_index) != min(self.num_samples, self._split_size):
             self._probe_index = stratified_subset(labels, self.num_samples, self.seed)
-        if trainer.is_global_zero and self.tsne and self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsne")
+        if trainer.is_global_zero and self.tsne:
+            self._perplexity = tsne.effective_perplexity(len(self._probe_index), self.perplexity)
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsne")
+
+    @staticmethod
+    def _run_dir(trainer: pl.Trainer) -> Path:
+        """The logger's run folder; without a logger, a new ``embeddings/version_N`` so that reruns in
+        the same ``default_root_dir`` never overwrite each other."""
+        log_dir = trainer.log_dir  # broadcasts: every rank must call it
+        if trainer.logger is not None:
+            return Path(log_dir)
+        root = Path(trainer.default_root_dir) / "embeddings"
+        version = 0
+        if trainer.is_global_zero:
+            while (root / f"version_{version}").exists():
+                version += 1
+        return root / f"version_{trainer.strategy.broadcast(version)}"
 
     @property
     def plot_dir(self) -> Path:
@@ -164,7 +192,9 @@ class EmbeddingProjector(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.enabled and trainer.global_step == 0:
+        # Step 0 before any update; after a resume, the checkpoint's own step (the end-of-fit capture
+        # of the earlier run came after its last checkpoint, so the state may not list it).
+        if self.enabled:
             self._capture_train(trainer, pl_module)
 
     @override
@@ -184,6 +214,17 @@ class EmbeddingProjector(Callback):
         self._finish(trainer, pl_module, evolution=True)
 
     @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+                           ) -> None:
+        # Lightning restores `global_step` only when fitting; validate/test name the checkpoint's.
+        self._checkpoint_step = None if trainer.state.fn == "fit" else checkpoint.get("global_step")
+
+    def _step(self, trainer: pl.Trainer) -> int:
+        if trainer.state.fn != "fit" and self._checkpoint_step is not None:
+            return self._checkpoint_step
+        return trainer.global_step
+
+    @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.enabled and trainer.state.fn == "validate":
             self._capture(trainer, pl_module, stage="validate")
@@ -198,6 +239,7 @@ class EmbeddingProjector(Callback):
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._stop_analysis()
+        self._checkpoint_step = None
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -209,6 +251,7 @@ class EmbeddingProjector(Callback):
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         self._pending = []
+        self._trainer = None
 
     # --------------------------------------------------------------- capturing
     def _capture_train(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -230,7 +273,7 @@ class EmbeddingProjector(Callback):
         predicted = probabilities.argmax(axis=1)
         labels_np = labels.numpy()
         names = list(datamodule.class_names)
-        step = trainer.global_step
+        step = self._step(trainer)
         probe_acc = float((predicted == labels_np).mean())
         suffix = f"{stage}_step{step:07d}" if stage else f"step{step:07d}"
         tag = f"{self.layer}_{suffix}"
@@ -253,9 +296,20 @@ class EmbeddingProjector(Callback):
             row.update(tsne.separation_scores(features, None, labels_np))
             self._record(trainer, row)
             return
+        self._skip_waiting_analyses(trainer)
         title = f"{f'{stage}, ' if stage else ''}step {step} · probe acc {probe_acc:.3f}"
-        self._pending.append(self._executor.submit(
-            self._analyse, features, labels_np, names, row, title, self.plot_dir / f"tsne_{tag}.png"))
+        future = self._executor.submit(
+            self._analyse, features, labels_np, names, row, title, self.plot_dir / f"tsne_{tag}.png")
+        self._pending.append((future, row))
+
+    def _skip_waiting_analyses(self, trainer: pl.Trainer) -> None:
+        """Drops analyses that have not started: the newer capture supersedes them."""
+        for future, row in self._pending:
+            if future.cancel():
+                rank_zero_warn(f"EmbeddingProjector: captures come faster than t-SNE; no plot for {row['tag']} "
+                               "(raise `every_n_train_steps` or use `schedule: doubling`).")
+                self._record(trainer, dict(row))
+        self._pending = [(future, row) for future, row in self._pending if not future.cancelled()]
 
     def _probe(self, datamodule: Any) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = datamodule.split_tensors(self.split)
@@ -268,7 +322,7 @@ class EmbeddingProjector(Callback):
         captured: list[torch.Tensor] = []
         handle = self._find_layer(pl_module).register_forward_hook(
             lambda module, inputs, output: captured.append(output.detach().flatten(1).float().cpu()))
-        was_training = pl_module.training
+        modes = {module: module.training for module in pl_module.modules()}
         pl_module.eval()
         try:
             logits = []
@@ -278,7 +332,11 @@ class EmbeddingProjector(Callback):
                     logits.append(pl_module(inputs).float().cpu())
         finally:
             handle.remove()
-            pl_module.train(was_training)
+            for module, training in modes.items():
+                module.training = training
+        if len(captured) != len(logits):
+            raise ValueError(f"Expected `layer` {self.layer!r} to run once per forward pass, but it ran "
+                             f"{len(captured)} times in {len(logits)}; choose a layer of the forward path.")
         return torch.cat(captured).numpy(), torch.cat(logits)
 
     def _class_vectors(self, pl_module: pl.LightningModule) -> np.ndarray | None:
@@ -299,23 +357,30 @@ class EmbeddingProjector(Callback):
     # ------------------------------------------------------- background analysis
     def _analyse(self, features: np.ndarray, labels: np.ndarray, names: list[str], row: dict[str, Any],
                  title: str, png: Path) -> dict[str, Any]:
-        """t-SNE (warm-started from the previous capture), scores and the plot, off the training loop."""
-        perplexity = tsne.effective_perplexity(len(features), self.perplexity)
-        layout = tsne.embed_2d(features, init=self._last_layout, perplexity=perplexity, seed=self.seed)
-        self._last_layout = layout
-        row = {**row, **tsne.separation_scores(features, layout, labels)}
-        png.parent.mkdir(parents=True, exist_ok=True)
-        plots.save_figure(plots.plot_embedding(layout, labels, names, title=title), png)
+        """t-SNE (warm-started from the previous capture), scores and the plot, off the training loop.
+
+        One thread, so training keeps the other cores. A failure costs this capture its plot, not the run.
+        """
+        try:
+            with threadpool_limits(limits=1, user_api="openmp"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # perplexity: warned once, in setup
+                layout = tsne.embed_2d(features, init=self._last_layout, perplexity=self._perplexity, seed=self.seed)
+                self._last_layout = layout
+                row = {**row, **tsne.separation_scores(features, layout, labels)}
+            plots.save_figure(plots.plot_embedding(layout, labels, names, title=title), png)
+        except Exception as err:  # reported, and the run goes on
+            rank_zero_warn(f"EmbeddingProjector: t-SNE of {row['tag']} failed ({err!r}); no plot for it.")
+            return row
         return {**row, "layout": layout}
 
     def _collect(self, trainer: pl.Trainer, wait: bool) -> None:
         """Logs and records the analyses that have finished (all of them when ``wait``)."""
         still_pending = []
-        for future in self._pending:
+        for future, row in self._pending:
             if wait or future.done():
                 self._record(trainer, future.result())
             else:
-                still_pending.append(future)
+                still_pending.append((future, row))
         self._pending = still_pending
 
     def _record(self, trainer: pl.Trainer, row: dict[str, Any]) -> None:
@@ -337,13 +402,12 @@ class EmbeddingProjector(Callback):
             with path.open(newline="") as stream:
                 rows = {row["tag"]: row for row in csv.DictReader(stream)}
         rows.update(self._scores)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=SCORE_COLUMNS, extrasaction="ignore", restval="")
-            writer.writeheader()
-            for row in sorted(rows.values(), key=lambda r: (int(r["step"]), r["tag"])):
-                writer.writerow(row)
-        os.replace(stream.name, path)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=SCORE_COLUMNS, extrasaction="ignore", restval="")
+        writer.writeheader()
+        for row in sorted(rows.values(), key=lambda r: (int(r["step"]), r["tag"])):
+            writer.writerow(row)
+        write_atomically(path, lambda stream: stream.write(text.getvalue().encode()))
 
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, evolution: bool = False) -> None:
         """Waits for pending t-SNE plots, then draws the class vectors and (after fit) the evolution."""
@@ -362,15 +426,17 @@ class EmbeddingProjector(Callback):
             plots.save_figure(figure, self.plot_dir / "tsne_evolution.png")
         weight = self._class_vectors(pl_module)
         if weight is not None:
-            self.plot_dir.mkdir(parents=True, exist_ok=True)
             plots.save_figure(plots.plot_class_vectors(weight, names), self.plot_dir / "class_vectors.png")
         rank_zero_info(f"EmbeddingProjector: projector entries in {self._log_dir}, plots in {self.plot_dir}")
 
     # ------------------------------------------------------------- checkpointing
     @override
     def state_dict(self) -> dict[str, Any]:
+        if self._trainer is not None and self._trainer.is_global_zero:
+            self._collect(self._trainer, wait=True)  # the checkpoint holds every capture so far
         return {
             "split": self.split,
+            "split_size": self._split_size,
             "probe_index": None if self._probe_index is None else torch.as_tensor(self._probe_index),
             "captured_steps": sorted(self._captured_steps),
             "scores": dict(self._scores),
@@ -380,16 +446,26 @@ class EmbeddingProjector(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("split") != self.split or state_dict.get("probe_index") is None:
-            rank_zero_warn("EmbeddingProjector: the checkpoint's probe set is from another split; drawing a new one.")
+        probe_index = state_dict.get("probe_index")
+        if probe_index is None:
+            return  # saved with the callback off
+        probe_index = torch.as_tensor(probe_index).numpy()
+        expected = min(self.num_samples, self._split_size) if self._split_size else len(probe_index)
+        if state_dict.get("split") != self.split or len(probe_index) != expected or (
+                self._split_size and state_dict.get("split_size") != self._split_size):
+            rank_zero_warn(
+                f"EmbeddingProjector: the checkpoint's probe set ({len(probe_index)} of "
+                f"{state_dict.get('split_size')} {state_dict.get('split')} images) does not fit "
+                f"`split={self.split!r}`, `num_samples={self.num_samples}` on this data; starting a new series.")
             return
-        self._probe_index = torch.as_tensor(state_dict["probe_index"]).numpy()
-        self._captured_steps = set(state_dict["captured_steps"])
-        self._scores = dict(state_dict["scores"])
-        self._layouts = {tag: torch.as_tensor(layout).numpy() for tag, layout in state_dict["layouts"].items()}
-        if self._layouts:
-            last = max(self._layouts, key=lambda tag: self._scores.get(tag, {}).get("step", 0))
-            self._last_layout = self._layouts[last]
+        self._probe_index = probe_index
+        scores = dict(state_dict["scores"])
+        layouts = {tag: torch.as_tensor(layout).numpy() for tag, layout in state_dict["layouts"].items()}
+        if layouts:  # validate/test start from it too, so their map has the series' orientation
+            self._last_layout = layouts[max(layouts, key=lambda tag: scores[tag]["step"])]
+        if self._checkpoint_step is None:  # fitting: continue the series
+            self._captured_steps = set(state_dict["captured_steps"])
+            self._scores, self._layouts = scores, layouts
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

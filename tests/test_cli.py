@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 from helpers import REPO, read_csv, read_projector, read_scalars, run_dirs
 
@@ -86,9 +87,10 @@ def test_cli_fit_test_validate_predict_from_checkpoint(tmp_path):
     predict = quickstart(tmp_path, "--ckpt_path", str(best), command="predict")
     assert predict.trainer.state.finished
     # validate and test each wrote a projector entry for that checkpoint, in their own run folders.
+    step = torch.load(best, weights_only=False)["global_step"]
     test_dir, validate_dir = run_dirs(tmp_path)[1:3]
-    assert any(tag.startswith("fc2_test_step") for tag in read_projector(test_dir))
-    assert any(tag.startswith("fc2_validate_step") for tag in read_projector(validate_dir))
+    assert [t for t in read_projector(test_dir) if t.startswith("fc2_")] == [f"fc2_test_step{step:07d}"]
+    assert [t for t in read_projector(validate_dir) if t.startswith("fc2_")] == [f"fc2_validate_step{step:07d}"]
 
 
 def test_cli_rerun_in_same_directory_keeps_earlier_config(tmp_path):
@@ -127,7 +129,10 @@ def test_cli_resume_into_same_log_directory_continues_the_series(tmp_path):
     steps = [int(row["step"]) for row in read_csv(run_dir / "embeddings" / "separation.csv")]
     assert steps == [0, 20, 39, 40, 60, 78]
     assert (run_dir / "config.yaml").is_file() and (run_dir / "config_1.yaml").is_file()
-    # The evolution image of the resumed run covers the whole series, from the checkpointed state.
+    # The resumed run's state holds the whole series up to its last checkpoint (saved at step 78,
+    # before the end-of-fit capture), the earlier run's last capture included, re-taken at resume.
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["EmbeddingProjector"]
+    assert sorted(state["layouts"]) == [f"fc2_step{s:07d}" for s in (0, 20, 39, 40, 60)]
     assert (run_dir / "embeddings" / "tsne_evolution.png").is_file()
 
 

@@ -39,6 +39,8 @@ def fit(tmp_path, callback=None, max_steps=20, seed=0, model=None, **trainer_kwa
         ({"schedule": "sometimes"}, "`schedule`.*sometimes"),
         ({"split": "holdout"}, "`split`.*holdout"),
         ({"layer": ""}, "`layer`"),
+        ({"seed": -1}, "`seed`.*-1"),
+        ({"seed": 2**32}, "`seed`"),
     ],
 )
 def test_embedding_projector_rejects_bad_arguments(kwargs, match):
@@ -166,3 +168,60 @@ def test_embedding_projector_state_round_trips_through_checkpoint(tmp_path):
     np.testing.assert_array_equal(restored._probe_index, callback._probe_index)
     assert restored._captured_steps == {0, 5, 10}
     np.testing.assert_array_equal(restored._last_layout, callback._layouts["fc2_step0000010"])
+
+
+def test_embedding_projector_layer_outside_forward_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="`layer` 'train_acc' to run once per forward pass, but it ran 0 times"):
+        fit(tmp_path, EmbeddingProjector(layer="train_acc", num_samples=20, tsne=False), max_steps=5)
+
+
+def test_embedding_projector_captures_other_layers(tmp_path):
+    _, _, run_dir = fit(tmp_path, EmbeddingProjector(layer="fc1", every_n_train_steps=0, num_samples=30, tsne=False),
+                        max_steps=2)
+    assert read_projector(run_dir)["fc1_step0000002"][0].shape == (30, 1024)
+
+
+def test_embedding_projector_counts_optimizer_steps_with_gradient_accumulation(tmp_path):
+    callback = EmbeddingProjector(every_n_train_steps=4, num_samples=30, tsne=False)
+    _, _, run_dir = fit(tmp_path, callback, max_steps=10, accumulate_grad_batches=2)
+    tags = [tag for tag in read_projector(run_dir) if tag.startswith("fc2_step")]
+    assert tags == ["fc2_step0000000", "fc2_step0000004", "fc2_step0000008", "fc2_step0000010"]
+
+
+def test_embedding_projector_tsne_failure_warns_and_training_goes_on(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated t-SNE failure")
+
+    monkeypatch.setattr("lenet_lightning.tsne.embed_2d", broken)
+    with pytest.warns(UserWarning, match="t-SNE of fc2_step0000000 failed.*simulated"):
+        trainer, _, run_dir = fit(tmp_path, EmbeddingProjector(every_n_train_steps=5, num_samples=30), max_steps=10)
+    assert trainer.global_step == 10
+    rows = read_csv(run_dir / "embeddings" / "separation.csv")
+    assert [int(row["step"]) for row in rows] == [0, 5, 10] and all(row["knn_acc_2d"] == "" for row in rows)
+
+
+def test_embedding_projector_mismatched_checkpoint_probe_starts_a_new_series(tmp_path):
+    first = EmbeddingProjector(every_n_train_steps=5, num_samples=50, tsne=False)
+    trainer, _, _ = fit(tmp_path, first, max_steps=5)
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    state = torch.load(tmp_path / "a.ckpt", weights_only=True)["callbacks"]["EmbeddingProjector"]
+    other = EmbeddingProjector(every_n_train_steps=5, num_samples=80, tsne=False)
+    fit(tmp_path / "b", other, max_steps=1)  # set up on the data: 80 of the 216 validation images
+    with pytest.warns(UserWarning, match="probe set \\(50 of 216 val images\\) does not fit.*num_samples=80"):
+        other.load_state_dict(state)
+    assert len(other._probe_index) == 80 and 5 not in other._captured_steps
+
+
+def test_embedding_projector_without_logger_writes_each_run_apart(tmp_path):
+    for _ in range(2):
+        pl.seed_everything(0)
+        trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                             default_root_dir=tmp_path,
+                             callbacks=[EmbeddingProjector(every_n_train_steps=0, num_samples=30, tsne=False)])
+        trainer.fit(LeNetClassifier(), LeNetDataModule("digits", val_size=0.15))
+    runs = sorted(p.name for p in (tmp_path / "embeddings").iterdir())
+    assert runs == ["version_0", "version_1"]
+    for run in runs:
+        assert list(read_projector(tmp_path / "embeddings" / run)) == [
+            "fc2_step0000000", "fc2.weight_step0000000", "fc2_step0000002", "fc2.weight_step0000002"]
