@@ -7,9 +7,12 @@ maps and scores, :mod:`lenet_lightning.plots` draws.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+import os
+import threading
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -41,9 +44,10 @@ class EmbeddingProjector(Callback):
     A capture runs on global rank 0 only, in eval mode and without gradients, at step 0 (before any
     update), at every scheduled step, and at the end of fit; ``validate`` and ``test`` capture once.
     It draws no random numbers, so training is unchanged by it. t-SNE, scores and plots run in a
-    background thread, one capture at a time; a capture that is still waiting when the next one
-    comes (captures faster than t-SNE, e.g. on a GPU) keeps its projector entry and loses its plot.
-    The end of fit waits for the running one.
+    background thread at the lowest CPU priority, one capture after another (each starts from the
+    previous layout); the end of fit waits, with a message, for those still queued. Where captures
+    come faster than t-SNE (a GPU, small ``every_n_train_steps``), ``schedule="doubling"`` keeps
+    the queue short.
 
     Args:
         enabled: Turn the callback off without removing it (``--embeddings.enabled false``).
@@ -144,7 +148,8 @@ class EmbeddingProjector(Callback):
         if trainer.is_global_zero and self.tsne:
             self._perplexity = tsne.effective_perplexity(len(self._probe_index), self.perplexity)
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsne")
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsne",
+                                                    initializer=_yield_cpu_to_training)
 
     @staticmethod
     def _run_dir(trainer: pl.Trainer) -> Path:
@@ -296,20 +301,10 @@ class EmbeddingProjector(Callback):
             row.update(tsne.separation_scores(features, None, labels_np))
             self._record(trainer, row)
             return
-        self._skip_waiting_analyses(trainer)
         title = f"{f'{stage}, ' if stage else ''}step {step} · probe acc {probe_acc:.3f}"
         future = self._executor.submit(
             self._analyse, features, labels_np, names, row, title, self.plot_dir / f"tsne_{tag}.png")
         self._pending.append((future, row))
-
-    def _skip_waiting_analyses(self, trainer: pl.Trainer) -> None:
-        """Drops analyses that have not started: the newer capture supersedes them."""
-        for future, row in self._pending:
-            if future.cancel():
-                rank_zero_warn(f"EmbeddingProjector: captures come faster than t-SNE; no plot for {row['tag']} "
-                               "(raise `every_n_train_steps` or use `schedule: doubling`).")
-                self._record(trainer, dict(row))
-        self._pending = [(future, row) for future, row in self._pending if not future.cancelled()]
 
     def _probe(self, datamodule: Any) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = datamodule.split_tensors(self.split)
@@ -466,6 +461,16 @@ class EmbeddingProjector(Callback):
         if self._checkpoint_step is None:  # fitting: continue the series
             self._captured_steps = set(state_dict["captured_steps"])
             self._scores, self._layouts = scores, layouts
+
+
+def _yield_cpu_to_training() -> None:
+    """Gives the calling (analysis) thread the lowest CPU priority, so it runs on the cycles training
+    leaves idle instead of taking a core from it. On a 2-core machine, training's two OpenMP threads
+    stall whenever one of them loses its core: the fit ran 1.84x longer with the analysis at normal
+    priority (bench/bench_embeddings.py). Linux gives each thread its own nice value; elsewhere
+    this does nothing."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted: slower, same results
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
