@@ -4,7 +4,8 @@ Target: the real CLI with the projector callback switched off trains at >= 0.95x
 plain loop, i.e. Lightning's per-step bookkeeping is lost in the step's own compute. For each batch
 size (``--batch-sizes``, default 50 and 128) it runs, in this one process:
 
-  plain loop       ``LeNet()`` in train mode, ``Adam(lr=1e-3)``, ``F.cross_entropy`` on the logits;
+  plain loop       ``LeNet()`` in train mode, ``Adam(lr=1e-3, fused=True)`` (the package's optimizer),
+                   ``F.cross_entropy`` on the logits;
                    batches from the package's own ``TensorBatchLoader`` over the datamodule's
                    training split, normalised by ``LeNetDataModule.normalize``: the very tensors the
                    trainer receives.
@@ -178,7 +179,7 @@ def plain_loop(datamodule: LeNetDataModule, images: torch.Tensor, labels: torch.
     device = images.device
     torch.manual_seed(seed)
     model = LeNet().to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, fused=True)  # as LeNetClassifier configures it
     sampler = EpochShuffle(len(labels), shuffle=True, seed=seed, pad=True)
     batches = endless(TensorBatchLoader(images, labels, batch_size, sampler))
     bf16 = precision == "bf16-mixed"

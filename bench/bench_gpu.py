@@ -5,7 +5,7 @@ step on the host (hooks, ``self.log``, progress-bar refreshes, a host-device syn
 host-to-device copy of the batch) shows up in images/s. This script measures it, as
 ``bench_framework.py`` does on the CPU and with the same pieces, for batch sizes 128 and 512 by default:
 
-  plain loop           ``LeNet`` on the device, Adam(lr=1e-3), ``F.cross_entropy``; the training split
+  plain loop           ``LeNet`` on the device, fused Adam(lr=1e-3), ``F.cross_entropy``; the training split
                        moved to the device once and sliced there by the package's ``TensorBatchLoader``.
   cli.py fit           ``cli_main(["fit", ..., "--trainer.accelerator", "gpu", "--trainer.devices", "1"])``
                        with the projector callback off, no validation or checkpointing, progress bar and

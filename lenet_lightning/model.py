@@ -74,7 +74,7 @@ class LeNetClassifier(pl.LightningModule):
 
     Args:
         num_classes: Number of classes (``fc2`` width).
-        lr: Adam learning rate (the notebook's 1e-4 by default). Ignored when the CLI's
+        lr: Adam learning rate (the notebook's 1e-4 by default; fused Adam on CPU and CUDA). Ignored when the CLI's
             ``--optimizer`` is given.
         weight_decay: Decoupled weight decay (AdamW) when above 0, else plain Adam.
         lr_schedule: ``"constant"`` (the notebook), ``"onecycle"`` (warm-up then cosine decay to
@@ -127,25 +127,43 @@ class LeNetClassifier(pl.LightningModule):
         images, labels = batch
         logits = self(images)  # (N, num_classes)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
-        accuracy = getattr(self, f"{stage}_acc")
-        accuracy.update(logits, labels)  # not forward(): no per-batch value is logged, so none is computed
+        # update(), not forward(): no per-batch accuracy is logged, so none is computed.
+        getattr(self, f"{stage}_acc").update(logits, labels)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
                  batch_size=labels.shape[0], sync_dist=not on_step)
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _log_accuracy(self, stage: str) -> None:
+        """Logs the epoch's accuracy once, at its end: each ``self.log`` call costs about half a
+        millisecond, a visible share of a LeNet step (bench/bench_framework.py)."""
+        accuracy = getattr(self, f"{stage}_acc")
+        self.log(f"{stage}/acc", accuracy.compute(), prog_bar=True)  # compute() syncs across processes
+        accuracy.reset()
 
     @override
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
     @override
+    def on_train_epoch_end(self) -> None:
+        self._log_accuracy("train")
+
+    @override
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
     @override
+    def on_validation_epoch_end(self) -> None:
+        self._log_accuracy("val")
+
+    @override
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "test")
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._log_accuracy("test")
 
     @override
     def predict_step(self, batch: tuple[torch.Tensor, ...] | torch.Tensor, batch_idx: int) -> dict[str, torch.Tensor]:
@@ -157,10 +175,13 @@ class LeNetClassifier(pl.LightningModule):
     @override
     def configure_optimizers(self):
         hp = self.hparams
+        # The fused kernel updates all parameters in one pass: 1.6 ms a step on 2 CPU cores against
+        # 13 ms for the default per-tensor loop (a quarter of a batch-50 step). CPU and CUDA have it.
+        fused = self.device.type in ("cpu", "cuda")
         if hp.weight_decay > 0:
-            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
         else:
-            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr)
+            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, fused=fused)
         if hp.lr_schedule == "constant":
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)
