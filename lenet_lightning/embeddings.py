@@ -8,6 +8,7 @@ maps and scores, :mod:`lenet_lightning.plots` draws.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import math
@@ -34,7 +35,7 @@ from lenet_lightning.data import stratified_subset
 Schedule = Literal["fixed", "doubling"]
 ProbeSplit = Literal["train", "val", "test"]
 SCORE_COLUMNS = ("tag", "step", "probe_acc", "silhouette", "knn_acc_2d", "trustworthiness")
-_FORWARD_CHUNK = 500  # probe images per forward pass: bounds the conv activations' memory
+_FORWARD_CHUNK = 100  # probe images per forward pass: the fastest on 2 CPU cores (cache-sized activations)
 
 
 class EmbeddingProjector(Callback):
@@ -51,7 +52,8 @@ class EmbeddingProjector(Callback):
 
     Args:
         enabled: Turn the callback off without removing it (``--embeddings.enabled false``).
-        layer: Name of the submodule whose output is captured (``fc2``: the 10-d logits).
+        layer: Name of the submodule whose output is captured (``fc2``: the 10-d logits), in the
+            LightningModule's ``model`` when it has one, else in the LightningModule.
         every_n_train_steps: Capture every this many optimizer steps (0: only at start and end).
         schedule: ``"fixed"`` captures every ``every_n_train_steps``; ``"doubling"`` captures at
             n, 2n, 4n, 8n, ... steps: dense early, when the representation changes fastest.
@@ -130,7 +132,7 @@ class EmbeddingProjector(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not self.enabled:
             return
-        self._find_layer(pl_module)
+        self._find_layer(self._network(pl_module))
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "split_tensors"):
             raise ValueError(
@@ -174,16 +176,19 @@ class EmbeddingProjector(Callback):
             raise RuntimeError("The embeddings callback has not been set up by a Trainer yet.")
         return self._log_dir / "embeddings"
 
-    def _find_layer(self, pl_module: pl.LightningModule) -> nn.Module:
-        roots = [pl_module] + ([pl_module.model] if isinstance(getattr(pl_module, "model", None), nn.Module) else [])
-        for root in roots:
-            try:
-                return root.get_submodule(self.layer)
-            except AttributeError:
-                continue
-        names = ", ".join(name for name, _ in roots[-1].named_modules() if name)
-        raise ValueError(f"Expected `layer` to name a submodule of the model, but got {self.layer!r}; "
-                         f"choose one of: {names}.")
+    @staticmethod
+    def _network(pl_module: pl.LightningModule) -> nn.Module:
+        """The network captured: the LightningModule's ``model`` when it has one (LeNet), else itself."""
+        model = getattr(pl_module, "model", None)
+        return model if isinstance(model, nn.Module) else pl_module
+
+    def _find_layer(self, network: nn.Module) -> nn.Module:
+        try:
+            return network.get_submodule(self.layer)
+        except AttributeError:
+            names = ", ".join(name for name, _ in network.named_modules() if name)
+            raise ValueError(f"Expected `layer` to name a submodule of the model, but got {self.layer!r}; "
+                             f"choose one of: {names}.") from None
 
     # ------------------------------------------------------------ when to capture
     def _due(self, step: int) -> bool:
@@ -313,18 +318,26 @@ class EmbeddingProjector(Callback):
 
     def _forward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule: Any,
                  images: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-        """The layer's output (N, D) and the logits (N, C) in eval mode; restores the mode after."""
+        """The layer's output (N, D) and the logits (N, C), in eval mode, from a copy of the network:
+        the live model is never touched. On the CPU the copy runs in channels_last, which oneDNN
+        convolves about twice as fast (0.36 s against 0.72 s for 2,000 probe images on 2 cores)."""
+        network = self._network(pl_module)
+        live = network is pl_module  # a LightningModule without `model`: run it, restoring its modes
+        modes = {module: module.training for module in network.modules()} if live else {}
+        if not live:
+            network = copy.deepcopy(network)
+            if pl_module.device.type == "cpu":
+                network = network.to(memory_format=torch.channels_last)
+        network.eval()
         captured: list[torch.Tensor] = []
-        handle = self._find_layer(pl_module).register_forward_hook(
+        handle = self._find_layer(network).register_forward_hook(
             lambda module, inputs, output: captured.append(output.detach().flatten(1).float().cpu()))
-        modes = {module: module.training for module in pl_module.modules()}
-        pl_module.eval()
         try:
             logits = []
             with trainer.precision_plugin.forward_context():
                 for chunk in images.split(_FORWARD_CHUNK):
                     inputs = datamodule.normalize(chunk.to(pl_module.device))
-                    logits.append(pl_module(inputs).float().cpu())
+                    logits.append(network(inputs).float().cpu())
         finally:
             handle.remove()
             for module, training in modes.items():
@@ -337,8 +350,7 @@ class EmbeddingProjector(Callback):
     def _class_vectors(self, pl_module: pl.LightningModule) -> np.ndarray | None:
         if not self.class_vectors:
             return None
-        model = getattr(pl_module, "model", pl_module)
-        fc2 = getattr(model, "fc2", None)
+        fc2 = getattr(self._network(pl_module), "fc2", None)
         return fc2.weight.detach().float().cpu().numpy() if isinstance(fc2, nn.Linear) else None  # (C, 1024)
 
     def _write_sprite_once(self, run_dir: Path, images: torch.Tensor) -> tuple[str, tuple[int, int]]:

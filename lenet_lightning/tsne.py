@@ -9,7 +9,8 @@ a full t-SNE from a PCA initialisation for the first capture, and a *warm start*
 capture's layout for every later one. The warm start shrinks the previous layout to the scale of
 scikit-learn's PCA initialisation (std 1e-4), skips early exaggeration (the clusters are already
 placed), runs scikit-learn's minimum of 250 iterations instead of 1,000 and a coarser Barnes-Hut
-angle (0.7 instead of 0.5).
+angle (0.8 instead of 0.5; against 0.7 it saved 10-20% of the CPU time, with 5-NN accuracy in the
+map 0.05 points lower and the same trustworthiness).
 
 Measured with ``bench/bench_tsne.py`` on this project's 2-core machine, one thread, 2,000
 Fashion-MNIST probe images after 50-300 Adam steps (two training seeds, 12 warm-started captures):
@@ -27,8 +28,9 @@ import math
 import warnings
 
 import numpy as np
-from sklearn.manifold import TSNE, trustworthiness
+from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
+from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
@@ -36,7 +38,7 @@ from threadpoolctl import threadpool_limits
 WARM_MAX_ITER = 250  # scikit-learn's minimum: its first (exaggeration) phase is fixed at 250 iterations
 WARM_EARLY_EXAGGERATION = 1.0  # none: the previous layout already holds the clusters
 WARM_INIT_STD = 1e-4  # the previous layout is shrunk to this std, the scale of scikit-learn's PCA init
-WARM_ANGLE = 0.7  # Barnes-Hut accuracy/speed trade-off; 0.5 is scikit-learn's default
+WARM_ANGLE = 0.8  # Barnes-Hut accuracy/speed trade-off; 0.5 is scikit-learn's default
 
 
 def effective_perplexity(n_samples: int, perplexity: float) -> float:
@@ -246,8 +248,25 @@ def separation_scores(
     rows = np.arange(n_samples)[:, None]  # (N, 1), broadcast against (N, k)
     np.add.at(votes, (rows, classes[neighbours]), np.broadcast_to(weights, neighbours.shape))
     scores["knn_acc_2d"] = float(np.mean(votes.argmax(axis=1) == classes))
-    scores["trustworthiness"] = float(trustworthiness(features, layout, n_neighbors=k))
+    scores["trustworthiness"] = _trustworthiness(features, neighbours)
     return scores
+
+
+def _trustworthiness(features: np.ndarray, neighbours: np.ndarray, chunk: int = 256) -> float:
+    """scikit-learn's ``trustworthiness`` (same formula, same value barring exact distance ties) from
+    the layout's ``(N, k)`` nearest neighbours, 10x faster at N = 2,000: it counts, for each point,
+    how many points are nearer in feature space than each 2-D neighbour, instead of arg-sorting the
+    whole N x N distance matrix (0.26 s of a 2.5 s capture budget, against 0.02 s)."""
+    n_samples, k = neighbours.shape
+    distances = euclidean_distances(features.astype(np.float64), squared=True)  # (N, N)
+    np.fill_diagonal(distances, np.inf)
+    penalty = 0.0
+    for start in range(0, n_samples, chunk):
+        rows = distances[start : start + chunk]  # (C, N)
+        limits = np.take_along_axis(rows, neighbours[start : start + chunk], axis=1)  # (C, k)
+        ranks = (rows[:, None, :] < limits[:, :, None]).sum(axis=2) + 1  # (C, k): 1 = nearest
+        penalty += float(np.clip(ranks - k, 0, None).sum())
+    return 1.0 - penalty * 2.0 / (n_samples * k * (2.0 * n_samples - 3.0 * k - 1.0))
 
 
 def _finite_features(features: np.ndarray) -> np.ndarray:

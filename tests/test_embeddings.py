@@ -171,8 +171,10 @@ def test_embedding_projector_state_round_trips_through_checkpoint(tmp_path):
 
 
 def test_embedding_projector_layer_outside_forward_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match="`layer` 'train_acc' to run once per forward pass, but it ran 0 times"):
-        fit(tmp_path, EmbeddingProjector(layer="train_acc", num_samples=20, tsne=False), max_steps=5)
+    model = LeNetClassifier()
+    model.model.unused = torch.nn.Linear(2, 2)  # a submodule that forward never calls
+    with pytest.raises(ValueError, match="`layer` 'unused' to run once per forward pass, but it ran 0 times"):
+        fit(tmp_path, EmbeddingProjector(layer="unused", num_samples=20, tsne=False), max_steps=5, model=model)
 
 
 def test_embedding_projector_captures_other_layers(tmp_path):

@@ -189,3 +189,15 @@ def test_separation_scores_rejects_bad_inputs(layout, labels, kwargs, match):
     features, _ = blobs()
     with pytest.raises(ValueError, match=match):
         separation_scores(features, layout, labels, **kwargs)
+
+
+@pytest.mark.parametrize("n_samples", [12, 300])
+def test_separation_scores_trustworthiness_equals_scikit_learn(n_samples):
+    from sklearn.manifold import trustworthiness
+
+    rng = np.random.default_rng(n_samples)
+    features = rng.normal(size=(n_samples, 10)).astype(np.float32)
+    layout = features[:, :2] + 0.5 * rng.normal(size=(n_samples, 2))
+    labels = np.arange(n_samples) % 3
+    expected = trustworthiness(features, layout, n_neighbors=5)
+    assert separation_scores(features, layout, labels)["trustworthiness"] == pytest.approx(expected, abs=1e-12)
