@@ -143,8 +143,12 @@ class EmbeddingProjector(Callback):
         self._log_dir = self._run_dir(trainer)
         self._trainer = trainer
         self._sprite = None  # written once per run folder
-        labels = datamodule.split_tensors(self.split)[1].numpy()
+        images, labels_tensor = datamodule.split_tensors(self.split)
+        labels = labels_tensor.numpy()
         self._split_size = len(labels)
+        # One image through the network on every rank: a layer outside the forward path fails here,
+        # before training, and on all ranks alike.
+        self._forward(trainer, pl_module, datamodule, images[:1])
         if self._probe_index is None or len(self._probe_index) != min(self.num_samples, self._split_size):
             self._probe_index = stratified_subset(labels, self.num_samples, self.seed)
         if trainer.is_global_zero and self.tsne:

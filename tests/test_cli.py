@@ -93,6 +93,15 @@ def test_cli_fit_test_validate_predict_from_checkpoint(tmp_path):
     assert [t for t in read_projector(validate_dir) if t.startswith("fc2_")] == [f"fc2_validate_step{step:07d}"]
 
 
+def test_cli_optimizer_and_lr_scheduler_overrides_still_work(tmp_path):
+    cli = quickstart(tmp_path, "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1",
+                     "--embeddings.enabled", "false", "--optimizer", "SGD", "--optimizer.lr", "0.05",
+                     "--optimizer.momentum", "0.9", "--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "1")
+    (optimizer,) = cli.trainer.optimizers
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    assert isinstance(cli.trainer.lr_scheduler_configs[0].scheduler, torch.optim.lr_scheduler.StepLR)
+
+
 def test_cli_rerun_in_same_directory_keeps_earlier_config(tmp_path):
     args = ["--trainer.max_steps", "2", "--trainer.logger", "false", "--embeddings.enabled", "false",
             "--trainer.limit_val_batches", "1"]

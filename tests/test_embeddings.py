@@ -175,6 +175,7 @@ def test_embedding_projector_layer_outside_forward_fails_before_training(tmp_pat
     model.model.unused = torch.nn.Linear(2, 2)  # a submodule that forward never calls
     with pytest.raises(ValueError, match="`layer` 'unused' to run once per forward pass, but it ran 0 times"):
         fit(tmp_path, EmbeddingProjector(layer="unused", num_samples=20, tsne=False), max_steps=5, model=model)
+    assert not (tmp_path / "run" / "projector_config.pbtxt").exists()  # failed at setup: nothing written
 
 
 def test_embedding_projector_captures_other_layers(tmp_path):
