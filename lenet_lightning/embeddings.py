@@ -121,6 +121,7 @@ class EmbeddingProjector(Callback):
         self._split_size = 0
         self._perplexity = self.perplexity
         self._checkpoint_step: int | None = None  # validate/test: the step of the loaded checkpoint
+        self._analysis_threads = 1
         self._log_dir: Path | None = None
         self._trainer: pl.Trainer | None = None
         self._sprite: tuple[str, tuple[int, int]] | None = None
@@ -142,6 +143,7 @@ class EmbeddingProjector(Callback):
             )
         self._log_dir = self._run_dir(trainer)
         self._trainer = trainer
+        self._analysis_threads = 1
         self._sprite = None  # written once per run folder
         images, labels_tensor = datamodule.split_tensors(self.split)
         labels = labels_tensor.numpy()
@@ -370,12 +372,15 @@ class EmbeddingProjector(Callback):
                  title: str, png: Path) -> dict[str, Any]:
         """t-SNE (warm-started from the previous capture), scores and the plot, off the training loop.
 
-        One thread, so training keeps the other cores. A failure costs this capture its plot, not the run.
+        One thread while training runs, every core once it has ended. A failure costs this capture its
+        plot, not the run.
         """
+        threads = self._analysis_threads
         try:
-            with threadpool_limits(limits=1, user_api="openmp"), warnings.catch_warnings():
+            with threadpool_limits(limits=threads, user_api="openmp"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # perplexity: warned once, in setup
-                layout = tsne.embed_2d(features, init=self._last_layout, perplexity=self._perplexity, seed=self.seed)
+                layout = tsne.embed_2d(features, init=self._last_layout, perplexity=self._perplexity,
+                                       seed=self.seed, n_threads=threads)
                 self._last_layout = layout
                 row = {**row, **tsne.separation_scores(features, layout, labels)}
             plots.save_figure(plots.plot_embedding(layout, labels, names, title=title), png)
@@ -420,13 +425,23 @@ class EmbeddingProjector(Callback):
             writer.writerow(row)
         write_atomically(path, lambda stream: stream.write(text.getvalue().encode()))
 
+    def _drain(self, trainer: pl.Trainer) -> None:
+        """Waits for every queued analysis, giving it every core: training is paused or over. On a
+        CPU whose cores training keeps busy, the lowest-priority analysis gets little done during
+        training, so this is where most plots are drawn (at checkpoints and at the end of fit)."""
+        if self._pending:
+            rank_zero_info(f"EmbeddingProjector: waiting for {len(self._pending)} pending t-SNE plot(s)...")
+        self._analysis_threads = os.cpu_count() or 1
+        try:
+            self._collect(trainer, wait=True)
+        finally:
+            self._analysis_threads = 1
+
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, evolution: bool = False) -> None:
         """Waits for pending t-SNE plots, then draws the class vectors and (after fit) the evolution."""
         if not trainer.is_global_zero:
             return
-        if self._pending:
-            rank_zero_info(f"EmbeddingProjector: waiting for {len(self._pending)} pending t-SNE plot(s)...")
-        self._collect(trainer, wait=True)
+        self._drain(trainer)
         names = list(trainer.datamodule.class_names)
         series = sorted((tag for tag in self._layouts if tag.startswith(f"{self.layer}_step")),
                         key=lambda tag: self._scores[tag]["step"])
@@ -444,7 +459,7 @@ class EmbeddingProjector(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         if self._trainer is not None and self._trainer.is_global_zero:
-            self._collect(self._trainer, wait=True)  # the checkpoint holds every capture so far
+            self._drain(self._trainer)  # the checkpoint holds every capture so far
         return {
             "split": self.split,
             "split_size": self._split_size,
