@@ -14,7 +14,6 @@ import io
 import math
 import os
 import threading
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -377,8 +376,8 @@ class EmbeddingProjector(Callback):
         """
         threads = self._analysis_threads
         try:
-            with threadpool_limits(limits=threads, user_api="openmp"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # perplexity: warned once, in setup
+            # `self._perplexity` already fits the probe set (warned once, in setup).
+            with threadpool_limits(limits=threads, user_api="openmp"):
                 layout = tsne.embed_2d(features, init=self._last_layout, perplexity=self._perplexity,
                                        seed=self.seed, n_threads=threads)
                 self._last_layout = layout
