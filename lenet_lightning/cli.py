@@ -60,9 +60,10 @@ class LeNetCLI(LightningCLI):
     @override
     def instantiate_classes(self) -> None:
         # Constructors validate their arguments; their messages are for the user, not a traceback.
+        # (FileNotFoundError, raised at construction or later, is reported by `cli_main`.)
         try:
             super().instantiate_classes()
-        except (ValueError, FileNotFoundError) as err:
+        except ValueError as err:
             parser = self._parser(self.subcommand)
             parser.exit(2, f"error: {err}\n")
 

@@ -76,12 +76,17 @@ def _read_bytes(path: Path) -> bytes:
         raise ValueError(f"Corrupt idx file {path}: cannot decompress it ({err}); replace the file.") from err
 
 
-def _parse_header(path: Path, header: bytes, kind: str) -> tuple[int, tuple[int, ...]]:
-    """``(header size, shape)`` from the first bytes of an idx file of ``kind``; raises if they are not."""
+def _header_size(kind: str) -> int:
+    """Bytes of an idx header of ``kind``: the magic number and one 4-byte size per dimension."""
     if kind not in _EXPECTED_NDIM:
         raise ValueError(f"Expected `kind` to be 'images' or 'labels', but got {kind!r}.")
+    return 4 + 4 * _EXPECTED_NDIM[kind]
+
+
+def _parse_header(path: Path, header: bytes, kind: str) -> tuple[int, tuple[int, ...]]:
+    """``(header size, shape)`` from the first bytes of an idx file of ``kind``; raises if they are not."""
+    header_size = _header_size(kind)
     ndim = _EXPECTED_NDIM[kind]
-    header_size = 4 + 4 * ndim
     if len(header) < header_size:
         raise ValueError(
             f"Truncated idx file {path}: {len(header)} bytes, shorter than the {header_size}-byte header; "
@@ -117,20 +122,21 @@ def check_idx_header(path: str | Path, kind: str) -> None:
         ValueError: As :func:`read_idx`, for what can be told from the header and the size.
     """
     path = Path(path)
+    header_size = _header_size(kind)
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as stream:
-                header = stream.read(4 + 4 * _EXPECTED_NDIM.get(kind, 1))
+                header = stream.read(header_size)
             with path.open("rb") as raw:
                 raw.seek(-4, 2)
                 total = struct.unpack("<I", raw.read(4))[0]
         else:
             with path.open("rb") as stream:
-                header = stream.read(4 + 4 * _EXPECTED_NDIM.get(kind, 1))
+                header = stream.read(header_size)
             total = path.stat().st_size
     except (OSError, EOFError, zlib.error) as err:
         raise ValueError(f"Corrupt idx file {path}: cannot read it ({err}); replace the file.") from err
-    header_size, shape = _parse_header(path, header, kind)
+    _, shape = _parse_header(path, header, kind)
     _check_size(path, kind, shape, max(total - header_size, 0))
 
 
