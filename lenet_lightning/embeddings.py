@@ -160,12 +160,14 @@ class EmbeddingProjector(Callback):
 
     @staticmethod
     def _run_dir(trainer: pl.Trainer) -> Path:
-        """The logger's run folder; without a logger, a new ``embeddings/version_N`` so that reruns in
-        the same ``default_root_dir`` never overwrite each other."""
+        """The logger's run folder, made absolute once, here: loggers and ``default_root_dir`` may be
+        relative to the working folder (TensorBoard's default ``save_dir`` is ``.``), and every path
+        built from it must mean the same folder. Without a logger, a new ``embeddings/version_N`` so
+        that reruns in the same ``default_root_dir`` never overwrite each other."""
         log_dir = trainer.log_dir  # broadcasts: every rank must call it
         if trainer.logger is not None:
-            return Path(log_dir)
-        root = Path(trainer.default_root_dir) / "embeddings"
+            return _absolute(log_dir)
+        root = _absolute(trainer.default_root_dir) / "embeddings"
         version = 0
         if trainer.is_global_zero:
             while (root / f"version_{version}").exists():
@@ -175,11 +177,9 @@ class EmbeddingProjector(Callback):
     @property
     def plot_dir(self) -> Path:
         """Where plots and ``separation.csv`` go."""
-        if self.dirpath is not None:
-            return Path(self.dirpath)
         if self._log_dir is None:
             raise RuntimeError("The embeddings callback has not been set up by a Trainer yet.")
-        return self._log_dir / "embeddings"
+        return self._log_dir / "embeddings" if self.dirpath is None else _absolute(self.dirpath)
 
     @staticmethod
     def _network(pl_module: pl.LightningModule) -> nn.Module:
@@ -501,6 +501,12 @@ def _yield_cpu_to_training() -> None:
     this does nothing."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted: slower, same results
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    """``path`` with ``~`` expanded, made absolute against the working folder; links are kept, so the
+    folder the user named is the one written to."""
+    return Path(os.path.abspath(os.path.expanduser(path)))
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
