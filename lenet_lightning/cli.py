@@ -1,17 +1,27 @@
 """LightningCLI wiring: the model, the data, and the always-present ``embeddings`` callback group.
 
-``python cli.py`` and the ``lenet-lightning`` console script both call :func:`cli_main`.
+``python cli.py`` and the ``lenet-lightning`` console script both call :func:`cli_main`. Paths are
+made absolute where they enter (here, at parse time), the inputs a run depends on are checked before
+anything is written, and a failed start leaves no run folder behind.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import sys
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
+from lenet_lightning import preflight
 from lenet_lightning.data import LeNetDataModule
 from lenet_lightning.embeddings import EmbeddingProjector
 from lenet_lightning.model import LeNetClassifier
@@ -24,6 +34,50 @@ TRAINER_DEFAULTS = {
         "init_args": {"save_dir": ".", "default_hp_metric": False},
     },
 }
+# Exit statuses a shell gives a process ended by SIGINT (Ctrl+C) and SIGTERM (schedulers, `kill`):
+# a job script must be able to tell a stopped run from a finished one.
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs installed with the package, by name: ``{"quickstart": .../quickstart.yaml, ...}``.
+
+    Example:
+        >>> sorted(shipped_configs())
+        ['fashion_mnist', 'mnist', 'mnist_full', 'quickstart']
+    """
+    folder = Path(str(resources.files("lenet_lightning") / "configs"))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def expand_config_names(args: list[str]) -> list[str]:
+    """Replaces ``--config NAME`` by the shipped config's path when ``NAME`` (with or without
+    ``.yaml``) is no file here but names a shipped config, so ``--config quickstart`` works from any
+    folder; a path to any YAML file is left as it is.
+
+    Example:
+        >>> expand_config_names(["fit", "--config", "quickstart"])[2].endswith("configs/quickstart.yaml")
+        True
+        >>> expand_config_names(["fit", "--config=my.yaml"])
+        ['fit', '--config=my.yaml']
+    """
+    configs = shipped_configs()
+
+    def expand(value: str) -> str:
+        name = value[: -len(".yaml")] if value.endswith(".yaml") else value
+        if os.sep in value or os.path.exists(value) or name not in configs:
+            return value
+        return str(configs[name])
+
+    expanded, after_config = [], False
+    for arg in args:
+        if after_config:
+            arg = expand(arg)
+        elif arg.startswith("--config="):
+            arg = "--config=" + expand(arg[len("--config="):])
+        after_config = arg in ("--config", "-c")
+        expanded.append(arg)
+    return expanded
 
 
 class SaveConfigBesideEarlier(SaveConfigCallback):
@@ -47,36 +101,147 @@ class SaveConfigBesideEarlier(SaveConfigCallback):
 
 
 class LeNetCLI(LightningCLI):
-    """LightningCLI with the projector callback as its own ``embeddings`` group and the data's class
-    count linked into the model."""
+    """LightningCLI with the projector callback as its own ``embeddings`` group, the data's class
+    count linked into the model, paths made absolute at parse time, and each run's inputs checked
+    before it writes anything."""
+
+    @override
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        configs = shipped_configs()
+        kwargs.setdefault("epilog", (
+            f"Shipped configs, usable by name from any folder (--config quickstart): {', '.join(configs)}; "
+            f"they are in {next(iter(configs.values())).parent}."))
+        parser = super().init_parser(**kwargs)
+        parser._option_string_actions["--config"].help = (
+            "A YAML config file, or the name of a shipped config: " + ", ".join(configs) + ".")
+        return parser
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(EmbeddingProjector, "embeddings")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir",
-                              compute_fn=lambda root: root or ".")
+                              compute_fn=lambda root: preflight.absolute(root or "."))
+
+    @override
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # Every path is made absolute once, here, as it is parsed: the run then means the same
+        # folders whatever the working folder, and every path built from them (sprites, plots,
+        # checkpoints) agrees. The checkpoint is checked before Lightning reads its hyperparameters.
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        trainer = config["trainer"]
+        trainer["default_root_dir"] = preflight.absolute(trainer["default_root_dir"] or ".")
+        if preflight.is_local(trainer["default_root_dir"]):
+            self._exit_on_error(preflight.check_writable_folder, trainer["default_root_dir"],
+                                "--trainer.default_root_dir")
+        config["data"]["data_dir"] = preflight.absolute(config["data"]["data_dir"])
+        if config["embeddings"]["dirpath"]:
+            config["embeddings"]["dirpath"] = preflight.absolute(config["embeddings"]["dirpath"])
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and ckpt_path not in preflight.LIGHTNING_CKPT_NAMES and preflight.is_local(ckpt_path):
+            config["ckpt_path"] = preflight.absolute(ckpt_path)
+            self._exit_on_error(preflight.check_checkpoint, config["ckpt_path"])
 
     @override
     def instantiate_classes(self) -> None:
         # Constructors validate their arguments; their messages are for the user, not a traceback.
-        # (FileNotFoundError, raised at construction or later, is reported by `cli_main`.)
+        self._exit_on_error(super().instantiate_classes)
+
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # The model exists now and the Trainer does not yet: a bad `--embeddings.layer` fails here,
+        # in one line, before the Trainer prints or writes anything.
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        for callback in [config["embeddings"], *(config["trainer"].get("callbacks") or [])]:
+            if isinstance(callback, EmbeddingProjector) and callback.enabled:
+                self._exit_on_error(callback.check_layer, self.model)
+        return super().instantiate_trainer(**kwargs)
+
+    def _exit_on_error(self, check: Any, *args: Any) -> None:
+        """Runs ``check(*args)``; a ``ValueError`` or ``TypeError`` ends the command with its message
+        in one ``error:`` line and exit status 2."""
         try:
-            super().instantiate_classes()
-        except ValueError as err:
-            parser = self._parser(self.subcommand)
-            parser.exit(2, f"error: {err}\n")
+            check(*args)
+        except (ValueError, TypeError) as err:
+            self.parser.exit(2, f"error: {err}\n")
+
+    # The subcommands, run through one guard (LightningCLI calls these in place of the Trainer's).
+    def fit(self, **kwargs: Any) -> None:
+        self._run("fit", kwargs)
+
+    def validate(self, **kwargs: Any) -> None:
+        self._run("validate", kwargs)
+
+    def test(self, **kwargs: Any) -> None:
+        self._run("test", kwargs)
+
+    def predict(self, **kwargs: Any) -> None:
+        self._run("predict", kwargs)
+
+    def _run(self, subcommand: str, kwargs: dict[str, Any]) -> None:
+        """Runs the Trainer's ``subcommand``. A start that fails with an error leaves no run folder
+        behind (it would hold nothing but the config and an empty events file); a run stopped by a
+        signal keeps its folder and exits with the status a shell expects (130 for Ctrl+C, 143 for
+        SIGTERM), not 0 or 1."""
+        trainer = self.trainer
+        log_dir = trainer.log_dir if trainer.logger is not None else None  # before the run creates it
+        new_run_dir = log_dir if log_dir and preflight.is_local(log_dir) and not os.path.exists(log_dir) else None
+        try:
+            getattr(trainer, subcommand)(**kwargs)
+        except SIGTERMException:
+            raise SystemExit(EXIT_SIGTERM) from None
+        except SystemExit:
+            if trainer.interrupted:  # Lightning's exit(1) after Ctrl+C
+                raise SystemExit(EXIT_SIGINT) from None
+            raise
+        except Exception:
+            if new_run_dir and trainer.is_global_zero and _failed_at_start(trainer, new_run_dir):
+                shutil.rmtree(new_run_dir, ignore_errors=True)
+            raise
+        if trainer.received_sigterm:
+            raise SystemExit(EXIT_SIGTERM)
+
+
+def _failed_at_start(trainer: Trainer, run_dir: str) -> bool:
+    """Whether a run that failed had done nothing worth keeping: no optimizer step and no checkpoint."""
+    return trainer.global_step == 0 and not any(Path(run_dir).rglob("*.ckpt"))
+
+
+class _DropUpstreamTips(logging.Filter):
+    """Lightning advertises other logging services at start-up; they say nothing about this run."""
+
+    @override
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def _quiet_upstream_noise() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropUpstreamTips())
+    # Lightning 2.6 on torch >= 2.10 calls a deprecated pytree API: upstream's to fix, not the user's.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
 
 
 def cli_main(args: list[str] | None = None) -> LeNetCLI:
     """Runs the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests).
 
-    A missing file (data that could not be found or downloaded, a wrong ``--ckpt_path``) ends the
-    command with one ``error:`` line and exit status 2, not a traceback.
+    Bad input ends the command with one ``error:`` line naming the value and the fix, not a
+    traceback: exit status 2 for a value, a missing file or a checkpoint that cannot be read, 1 for
+    a file system error during the run (a full disk, a folder that cannot be written), with the
+    files written before it intact.
 
     Example:
-        >>> cli_main(["fit", "--config", "configs/quickstart.yaml"])  # doctest: +SKIP
+        >>> cli_main(["fit", "--config", "quickstart"])  # doctest: +SKIP
     """
+    _quiet_upstream_noise()
+    if args is None:
+        # In place, so that DDP's launcher, which re-runs this command line, gets the same paths.
+        sys.argv[1:] = expand_config_names(sys.argv[1:])
+    else:
+        args = expand_config_names(list(args))
     try:
         return LeNetCLI(
             LeNetClassifier,
@@ -89,6 +254,16 @@ def cli_main(args: list[str] | None = None) -> LeNetCLI:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as err:
+        print(f"error: {_describe_os_error(err)}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _describe_os_error(err: OSError) -> str:
+    """One line for a file system error: what failed, on which path, and what to do."""
+    where = f" on {err.filename!r}" if err.filename else ""
+    return f"{err.strerror or err}{where}; free some space or choose a folder you can write to " \
+           "(--trainer.default_root_dir)."
 
 
 def main() -> None:

@@ -132,7 +132,7 @@ class EmbeddingProjector(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not self.enabled:
             return
-        self._find_layer(self._network(pl_module))
+        self.check_layer(pl_module)
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "split_tensors"):
             raise ValueError(
@@ -186,6 +186,11 @@ class EmbeddingProjector(Callback):
         """The network captured: the LightningModule's ``model`` when it has one (LeNet), else itself."""
         model = getattr(pl_module, "model", None)
         return model if isinstance(model, nn.Module) else pl_module
+
+    def check_layer(self, pl_module: pl.LightningModule) -> None:
+        """Raises ``ValueError`` unless ``layer`` names a submodule of the model: the CLI calls it
+        before anything is written, ``setup`` for everyone else."""
+        self._find_layer(self._network(pl_module))
 
     def _find_layer(self, network: nn.Module) -> nn.Module:
         try:
@@ -429,7 +434,7 @@ class EmbeddingProjector(Callback):
         CPU whose cores training keeps busy, the lowest-priority analysis gets little done during
         training, so this is where most plots are drawn (at checkpoints and at the end of fit)."""
         if self._pending:
-            rank_zero_info(f"EmbeddingProjector: waiting for {len(self._pending)} pending t-SNE plot(s)...")
+            _tell(trainer, f"EmbeddingProjector: waiting for {len(self._pending)} pending t-SNE plot(s)...")
         self._analysis_threads = os.cpu_count() or 1
         try:
             self._collect(trainer, wait=True)
@@ -452,7 +457,7 @@ class EmbeddingProjector(Callback):
         weight = self._class_vectors(pl_module)
         if weight is not None:
             plots.save_figure(plots.plot_class_vectors(weight, names), self.plot_dir / "class_vectors.png")
-        rank_zero_info(f"EmbeddingProjector: projector entries in {self._log_dir}, plots in {self.plot_dir}")
+        _tell(trainer, f"EmbeddingProjector: projector entries in {self._log_dir}, plots in {self.plot_dir}")
 
     # ------------------------------------------------------------- checkpointing
     @override
@@ -501,6 +506,16 @@ def _yield_cpu_to_training() -> None:
     this does nothing."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted: slower, same results
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def _tell(trainer: pl.Trainer, message: str) -> None:
+    """Prints ``message`` on its own line: through the progress bar while one is shown (a plain
+    print would be glued to the end of the bar), else to Lightning's log."""
+    bar = trainer.progress_bar_callback
+    if bar is not None and trainer.is_global_zero:
+        bar.print(message)
+    else:
+        rank_zero_info(message)
 
 
 def _absolute(path: str | os.PathLike[str]) -> Path:

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def fit(root, *overrides):
-    command = [sys.executable, "cli.py", "fit", "--config", "configs/quickstart.yaml",
+    command = [sys.executable, "cli.py", "fit", "--config", "quickstart",
                "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
                "--trainer.max_epochs", "3", "--embeddings.every_n_train_steps", "20", *overrides]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)

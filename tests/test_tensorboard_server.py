@@ -6,7 +6,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from helpers import REPO, read_projector, run_dirs
+from helpers import read_projector, run_dirs
 
 from lenet_lightning.cli import cli_main
 
@@ -20,7 +20,7 @@ def get(url, path, **params):
 
 
 def fit(root, *overrides):
-    cli_main(["fit", "--config", str(REPO / "configs" / "quickstart.yaml"), "--trainer.default_root_dir", str(root),
+    cli_main(["fit", "--config", "quickstart", "--trainer.default_root_dir", str(root),
               "--trainer.enable_progress_bar", "false", "--embeddings.every_n_train_steps", "25", *overrides])
 
 

@@ -1,0 +1,170 @@
+"""Bad input, tried as a new user would: `python cli.py fit --config quickstart ...` as a subprocess in
+an empty folder ends in one `error:` line that names the value, exit status 2, and nothing written."""
+
+import contextlib
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+from helpers import REPO
+from lightning.pytorch.callbacks import Callback
+
+from lenet_lightning import cli
+from lenet_lightning.model import LeNet
+
+
+def run_cli(cwd, *args):
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), "fit", "--config", "quickstart", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_one_error_line(result, *fragments):
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    yield folder
+    assert list(folder.iterdir()) == []  # the failed start wrote nothing
+
+
+def checkpoint_file(folder):
+    path = folder / "real.ckpt"
+    torch.save({"state_dict": LeNet().state_dict(), "global_step": 0}, path)
+    return path
+
+
+def truncated(folder):
+    path = checkpoint_file(folder)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def corrupted(folder):  # whole length, one stored byte flipped in the middle of the weights
+    path = checkpoint_file(folder)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda item: item.file_size)
+    data[info.header_offset + 200] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def missing(folder):
+    return folder / "missing.ckpt"
+
+
+def empty(folder):
+    path = folder / "empty.ckpt"
+    path.write_bytes(b"")
+    return path
+
+
+def random_bytes(folder):
+    path = folder / "noise.ckpt"
+    path.write_bytes(os.urandom(4096))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "fragments"),
+    [
+        (missing, ["does not exist"]),
+        (empty, ["empty"]),
+        (truncated, ["truncated or corrupted"]),
+        (corrupted, ["truncated or corrupted"]),
+        (random_bytes, ["truncated or corrupted"]),
+        (lambda folder: folder, ["not a file"]),
+    ],
+    ids=["missing", "empty", "truncated", "corrupted", "random-bytes", "a-folder"],
+)
+def test_cli_bad_ckpt_path_is_one_line_and_writes_nothing(workdir, tmp_path, make, fragments):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    path = make(inputs)
+    before = sorted(inputs.iterdir())
+    result = run_cli(workdir, "--ckpt_path", str(path))
+    assert_one_error_line(result, str(path), *fragments)
+    assert sorted(inputs.iterdir()) == before
+
+
+@pytest.mark.parametrize("layer", ["nope", "fc2/../x y"])
+def test_cli_bad_layer_is_one_line_and_writes_nothing(workdir, layer):
+    result = run_cli(workdir, "--embeddings.layer", layer)
+    assert_one_error_line(result, repr(layer), "choose one of: conv1, conv2, fc1, dropout, fc2")
+
+
+def test_cli_default_root_dir_under_a_file_is_one_line(workdir, tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    result = run_cli(workdir, "--trainer.default_root_dir", str(blocker / "runs"))
+    assert_one_error_line(result, str(blocker / "runs"), "is not a folder")
+
+
+@contextlib.contextmanager
+def read_only_folder(tmp_path):
+    """A folder nobody can write to: a read-only tmpfs where mounting is permitted (root ignores
+    permission bits), else permission bits."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("running as root without permission to mount a read-only tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_cli_default_root_dir_that_cannot_be_written_is_one_line(workdir, tmp_path):
+    with read_only_folder(tmp_path) as folder:
+        result = run_cli(workdir, "--trainer.default_root_dir", str(folder / "runs"))
+        assert_one_error_line(result, str(folder / "runs"), "cannot write in")
+        assert list(folder.iterdir()) == []
+
+
+class FailAtTrainStart(Callback):
+    """Stands for any failure after the run folder exists but before the first step."""
+
+    def on_train_start(self, trainer, pl_module):
+        raise RuntimeError("boom at start")
+
+
+def test_cli_failed_start_leaves_no_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    monkeypatch.setattr(cli, "TRAINER_DEFAULTS", {**cli.TRAINER_DEFAULTS, "callbacks": [FailAtTrainStart()]})
+    with pytest.raises(RuntimeError, match="boom at start"):
+        cli.cli_main(["fit", "--config", "quickstart", "--trainer.default_root_dir", str(tmp_path),
+                      "--trainer.enable_progress_bar", "false", "--embeddings.enabled", "false"])
+    assert list((tmp_path / "lightning_logs").iterdir()) == []
+
+
+def test_cli_failure_after_training_started_keeps_the_run_folder(tmp_path, monkeypatch):
+    class FailAfterTwoSteps(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 2:
+                raise RuntimeError("boom later")
+
+    monkeypatch.setattr(sys, "argv", ["cli.py"])
+    monkeypatch.setattr(cli, "TRAINER_DEFAULTS", {**cli.TRAINER_DEFAULTS, "callbacks": [FailAfterTwoSteps()]})
+    with pytest.raises(RuntimeError, match="boom later"):
+        cli.cli_main(["fit", "--config", "quickstart", "--trainer.default_root_dir", str(tmp_path),
+                      "--trainer.enable_progress_bar", "false", "--embeddings.enabled", "false"])
+    (run_dir,) = (tmp_path / "lightning_logs").iterdir()
+    assert (run_dir / "config.yaml").is_file()
