@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -16,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -80,6 +82,33 @@ def expand_config_names(args: list[str]) -> list[str]:
     return expanded
 
 
+# reStructuredText in docstrings, which `--help` shows as plain text: ``x``, :class:`~a.b.X`, :paramref:`x`.
+_RST_LITERAL = re.compile(r"``(.+?)``")
+_RST_ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]*\.)?([^`.]+)`")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without reStructuredText markup, for a terminal.
+
+    Example:
+        >>> plain_text("Logs ``stage/loss`` with :class:`~lightning.pytorch.loggers.TensorBoardLogger`.")
+        'Logs stage/loss with TensorBoardLogger.'
+    """
+    return _RST_ROLE.sub(r"\1", _RST_LITERAL.sub(r"\1", text))
+
+
+class PlainTextHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, with the docstrings' reStructuredText markup dropped."""
+
+    @override
+    def start_section(self, heading: str | None) -> None:
+        super().start_section(plain_text(heading) if heading else heading)
+
+    @override
+    def _expand_help(self, action: Any) -> str:
+        return plain_text(super()._expand_help(action))
+
+
 class SaveConfigBesideEarlier(SaveConfigCallback):
     """Saves the run's config as ``config.yaml``, or ``config_1.yaml``, ... when the log directory
     already holds one (a resumed run, or a rerun with ``--trainer.logger false``): nothing earlier is
@@ -108,6 +137,7 @@ class LeNetCLI(LightningCLI):
     @override
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         configs = shipped_configs()
+        kwargs.setdefault("formatter_class", PlainTextHelpFormatter)
         kwargs.setdefault("epilog", (
             f"Shipped configs, usable by name from any folder (--config quickstart): {', '.join(configs)}; "
             f"they are in {next(iter(configs.values())).parent}."))

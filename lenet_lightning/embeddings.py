@@ -38,8 +38,9 @@ _FORWARD_CHUNK = 100  # probe images per forward pass: the fastest on 2 CPU core
 
 
 class EmbeddingProjector(Callback):
-    """Sends a layer's activations on a fixed probe set to the TensorBoard Projector during training,
-    with t-SNE plots, an evolution image and separation scores beside them.
+    """Sends a layer's activations on a fixed probe set to TensorBoard's Projector as training goes.
+
+    Each capture also gets a t-SNE plot and separation scores, and the run an evolution image.
 
     A capture runs on global rank 0 only, in eval mode and without gradients, at step 0 (before any
     update), at every scheduled step, and at the end of fit; ``validate`` and ``test`` capture once.

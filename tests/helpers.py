@@ -47,30 +47,3 @@ def run_dirs(root):
     """Every ``lightning_logs/version_*`` folder under ``root``."""
     return sorted(Path(root).glob("lightning_logs/version_*"))
 
-
-def readme_commands(readme=REPO / "README.md"):
-    """Every command of the README's ```bash blocks, in order: continuation lines joined, comments
-    dropped. The tests and .ci/run take the commands from here, so they follow the README."""
-    commands, in_block, pending = [], False, ""
-    for line in Path(readme).read_text(encoding="utf-8").splitlines():
-        if line.startswith("```"):
-            in_block = line.strip() == "```bash" and not in_block
-            continue
-        if not in_block:
-            continue
-        line = pending + line.split("  #")[0].strip()
-        if line.endswith("\\"):
-            pending = line[:-1].strip() + " "
-            continue
-        pending = ""
-        if line:
-            commands.append(line)
-    return commands
-
-
-def readme_command(*words, readme=REPO / "README.md"):
-    """The README's first command that holds all of ``words``."""
-    found = [command for command in readme_commands(readme) if all(word in command for word in words)]
-    if not found:
-        raise LookupError(f"No command in {readme} holds all of {words}.")
-    return found[0]

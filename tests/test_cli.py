@@ -52,6 +52,20 @@ def test_cli_help_documents_the_embeddings_group(capsys):
         assert option in out
 
 
+def test_cli_help_is_plain_text_in_whole_sentences(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--help"])
+    out = capsys.readouterr().out
+    for markup in ("``", ":class:", ":func:", ":meth:", ":mod:", ":paramref:"):
+        assert markup not in out
+    headings = [line for line in out.splitlines() if line[:1].isalpha() and line.endswith(":")]
+    assert any(heading.startswith("Trains LeNet") for heading in headings)
+    assert any("Projector" in heading for heading in headings)
+    for heading in headings:
+        assert not heading.endswith((",:", ";:")), heading  # a first line cut mid-sentence
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

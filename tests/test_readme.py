@@ -17,7 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import REPO, read_csv, read_projector, readme_command
+from helpers import REPO, read_csv, read_projector
+from readme import readme_command
 
 pytestmark = pytest.mark.slow
 
