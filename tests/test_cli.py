@@ -194,3 +194,28 @@ def test_console_script_is_the_cli():
     result = subprocess.run([CONSOLE_SCRIPT, "fit", "--help"], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0 and "--embeddings.every_n_train_steps" in result.stdout
+
+
+@pytest.mark.parametrize(("given", "real"), [
+    ("runs/a", "runs/a"),                  # relative to the working folder
+    ("~/runs", "home/runs"),               # the user's home
+    ("link", "real folder"),               # a symlinked folder
+    ("my runs ü", "my runs ü"),            # spaces and non-ASCII
+    ("", "."),                             # nothing set: the working folder
+])
+def test_cli_default_root_dir_in_any_form_holds_the_whole_run(tmp_path, monkeypatch, given, real):
+    work = tmp_path / "work"
+    (work / "real folder").mkdir(parents=True)
+    (work / "link").symlink_to("real folder")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(work / "home"))
+    args = ["--trainer.default_root_dir", given] if given else []
+    cli_main(["fit", "--config", "quickstart", *SMALL, *args, "--trainer.max_steps", "3",
+              "--trainer.limit_val_batches", "1"])
+    (run_dir,) = run_dirs(work / real)
+    entries = read_projector(run_dir)
+    assert [tag for tag in entries if tag.startswith("fc2_step")] == ["fc2_step0000000", "fc2_step0000003"]
+    assert (run_dir / "projector" / "sprite.png").is_file()
+    assert (run_dir / "embeddings" / "separation.csv").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list(work.glob("**/projector_config.pbtxt"))) == 1  # nothing written twice or elsewhere
