@@ -23,6 +23,9 @@ TRAINER_DEFAULTS = {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": ".", "default_hp_metric": False},
     },
+    # Checkpoints replaced atomically in their own folder. A `--trainer.plugins` list replaces this
+    # one; `--trainer.plugins+=...` adds to it.
+    "plugins": [{"class_path": "lenet_lightning.checkpoint_io.AtomicCheckpointIO"}],
 }
 
 
