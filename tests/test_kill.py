@@ -86,6 +86,7 @@ def kill_during(proc, find, what):
     A file seen whose write completed before the process stopped is passed over (the process goes on
     to its next write). Returns the temporary file the kill interrupted.
     """
+    passed_over = []
     try:
         while proc.poll() is None:
             path = find()
@@ -95,7 +96,9 @@ def kill_during(proc, find, what):
                 if path.exists():
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait()
+                    print(f"killed during {path.name} after passing over {len(passed_over)}: {passed_over}")
                     return path
+                passed_over.append(path.name)
                 os.kill(proc.pid, signal.SIGCONT)
             time.sleep(0.0005)
     finally:
@@ -103,7 +106,7 @@ def kill_during(proc, find, what):
             proc.kill()
             proc.wait()
         proc.log.close()
-    pytest.fail(f"the fit ended (exit {proc.returncode}) before it was caught {what}:\n"
+    pytest.fail(f"the fit ended (exit {proc.returncode}) before it was caught {what} (seen too late: {passed_over}):\n"
                 f"{Path(proc.log.name).read_text()[-3000:]}")
 
 
