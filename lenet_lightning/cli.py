@@ -30,11 +30,15 @@ from lenet_lightning.model import LeNetClassifier
 
 TRAINER_DEFAULTS = {
     # TensorBoard under `default_root_dir` (its `save_dir` is linked to it); naming the logger here
-    # is what makes `--trainer.logger.version N` work, e.g. to resume a run in place.
+    # is what makes `--trainer.logger.version N` work, e.g. to resume a run in place. It claims its
+    # `version_N` folder, so fits started at once in one root never share one.
     "logger": {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "class_path": "lenet_lightning.logger.ClaimingTensorBoardLogger",
         "init_args": {"save_dir": ".", "default_hp_metric": False},
     },
+    # Checkpoints replaced atomically in their own folder. A `--trainer.plugins` list replaces this
+    # one; `--trainer.plugins+=...` adds to it.
+    "plugins": [{"class_path": "lenet_lightning.checkpoint_io.AtomicCheckpointIO"}],
 }
 # Exit statuses a shell gives a process ended by SIGINT (Ctrl+C) and SIGTERM (schedulers, `kill`):
 # a job script must be able to tell a stopped run from a finished one.

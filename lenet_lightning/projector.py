@@ -12,7 +12,8 @@ projector plugin reads (``tensorboard/plugins/projector/projector_plugin.py``):
 * the server, and the browser, read a metadata file as having a header row exactly when its first
   line holds a tab, so one column means no header and values must never hold a tab or newline;
 * every file is written to a temporary name and ``os.replace``'d, and the config is replaced only
-  after its assets, so a reader never sees a half-written file;
+  after its assets, so a reader never sees a half-written file; what a killed writer leaves behind
+  (temporary files, unlisted asset folders) :func:`remove_leftovers` removes;
 * without TensorFlow installed, a running server re-reads the configs only when its list of runs
   changes, so entries written after it first saw the run appear on its restart (or a new run).
 
@@ -30,6 +31,7 @@ import codecs
 import math
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ from google.protobuf import text_format
 from PIL import Image
 from tensorboard.plugins.projector.projector_config_pb2 import EmbeddingInfo, ProjectorConfig
 
-from lenet_lightning.atomic import write_atomically
+from lenet_lightning.atomic import TEMPORARY_NAME, write_atomically
 
 CONFIG_FILENAME = "projector_config.pbtxt"  # the name the projector plugin looks for in a run dir
 ASSETS_DIRNAME = "projector"
@@ -332,13 +334,8 @@ def update_projector_config(run_dir: str | Path, entries: Sequence[EmbeddingEntr
                 _relative_to_run_dir(root, root / os.path.expanduser(rel), f"{info.tensor_name}'s {field}")
         infos.append(info)
 
-    config = ProjectorConfig()
     config_path = root / CONFIG_FILENAME
-    if config_path.exists():
-        try:
-            text_format.Parse(config_path.read_text(encoding="utf-8"), config)
-        except text_format.ParseError as err:
-            raise ValueError(f"Expected {config_path} to be a ProjectorConfig text proto, but got: {err}") from err
+    config = _read_config(config_path)
     # Later copies of a name win, but it keeps the place of its first listing.
     merged: dict[str, EmbeddingInfo] = {}
     for info in [*config.embeddings, *infos]:
@@ -350,6 +347,88 @@ def update_projector_config(run_dir: str | Path, entries: Sequence[EmbeddingEntr
     root.mkdir(parents=True, exist_ok=True)
     text = text_format.MessageToString(config)
     write_atomically(config_path, lambda f: f.write(text.encode("utf-8")))
+
+
+def remove_leftovers(run_dir: str | Path, other_dirs: Sequence[str | Path] = ()) -> list[Path]:
+    """Removes what a run killed while writing left in ``run_dir``, without touching anything listed.
+
+    A leftover is either
+
+    * a temporary file of :func:`~lenet_lightning.atomic.write_atomically` (``.<name>.<8 hex>.tmp``),
+      at any depth under ``run_dir`` or ``other_dirs`` (say a plot folder or checkpoint ``dirpath``
+      outside the run folder; checkpoints saved by :class:`~lenet_lightning.checkpoint_io.AtomicCheckpointIO`
+      leave the same names), or
+    * a folder under ``run_dir/projector/`` that holds no file ``projector_config.pbtxt`` lists: a
+      capture killed before its entry was listed. Files directly in ``projector/`` (the sprite) stay.
+
+    Nothing the config lists is removed, nor the folders holding it; symbolic links are neither
+    followed nor removed. Call it on rank 0 before a run or resume writes into ``run_dir``, never while
+    another process writes there: its temporary files would go too.
+
+    Args:
+        run_dir: The run folder (holding ``projector_config.pbtxt``, if any run listed entries yet).
+        other_dirs: More folders to clear of temporary files; missing ones are skipped.
+
+    Returns:
+        The removed files and folders, sorted.
+
+    Raises:
+        TypeError: If ``other_dirs`` is a single path rather than a sequence of them.
+        ValueError: If the config cannot be parsed; nothing is removed then.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     _ = write_embedding(run_dir, "kept", np.eye(2, 3))
+        ...     os.makedirs(os.path.join(run_dir, "projector", "killed"))
+        ...     open(os.path.join(run_dir, ".projector_config.pbtxt.0a1b2c3d.tmp"), "w").close()
+        ...     [path.name for path in remove_leftovers(run_dir)]
+        ['.projector_config.pbtxt.0a1b2c3d.tmp', 'killed']
+    """
+    if isinstance(other_dirs, (str, bytes, os.PathLike)):
+        raise TypeError(f"Expected `other_dirs` to be a sequence of folders, but got the single path {other_dirs!r}.")
+    root = Path(os.path.realpath(run_dir))
+    listed = _listed_paths(root)
+    removed: set[Path] = set()
+
+    assets = root / ASSETS_DIRNAME
+    if assets.is_dir() and not assets.is_symlink():
+        for folder in assets.iterdir():
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            if not any(path == folder or folder in path.parents for path in listed):
+                shutil.rmtree(folder)
+                removed.add(folder)
+
+    for top in {root, *(Path(os.path.realpath(folder)) for folder in other_dirs)}:
+        for dirpath, _, filenames in os.walk(top):  # does not follow links
+            for name in filenames:
+                path = Path(dirpath, name)
+                if TEMPORARY_NAME.fullmatch(name) and path not in listed and not path.is_symlink():
+                    path.unlink(missing_ok=True)
+                    removed.add(path)
+    return sorted(removed)
+
+
+def _read_config(config_path: Path) -> ProjectorConfig:
+    """The config at ``config_path``; empty if there is none yet."""
+    config = ProjectorConfig()
+    if config_path.exists():
+        try:
+            text_format.Parse(config_path.read_text(encoding="utf-8"), config)
+        except text_format.ParseError as err:
+            raise ValueError(f"Expected {config_path} to be a ProjectorConfig text proto, but got: {err}") from err
+    return config
+
+
+def _listed_paths(root: Path) -> set[Path]:
+    """Every file ``root``'s projector config lists, resolved as TensorBoard resolves them."""
+    listed = set()
+    for info in _read_config(root / CONFIG_FILENAME).embeddings:
+        for rel in (info.tensor_path, info.metadata_path, info.bookmarks_path, info.sprite.image_path):
+            if rel:
+                listed.add(Path(os.path.realpath(root / os.path.expanduser(rel))))
+    return listed
 
 
 def _validate_embeddings(embeddings: np.ndarray) -> np.ndarray:
