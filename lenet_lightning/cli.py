@@ -26,6 +26,7 @@ from typing_extensions import override
 from lenet_lightning import preflight
 from lenet_lightning.data import LeNetDataModule
 from lenet_lightning.embeddings import EmbeddingProjector
+from lenet_lightning.logger import ClaimingTensorBoardLogger
 from lenet_lightning.model import LeNetClassifier
 
 TRAINER_DEFAULTS = {
@@ -220,8 +221,10 @@ class LeNetCLI(LightningCLI):
         signal keeps its folder and exits with the status a shell expects (130 for Ctrl+C, 143 for
         SIGTERM), not 0 or 1."""
         trainer = self.trainer
-        log_dir = trainer.log_dir if trainer.logger is not None else None  # before the run creates it
-        new_run_dir = log_dir if log_dir and preflight.is_local(log_dir) and not os.path.exists(log_dir) else None
+        log_dir = trainer.log_dir  # every rank; the ClaimingTensorBoardLogger makes the folder on rank 0
+        # Only a folder this run made is ever removed: never one given to resume in, nor another logger's.
+        new_run_dir = log_dir if isinstance(trainer.logger, ClaimingTensorBoardLogger) and trainer.logger.claimed \
+            else None
         try:
             getattr(trainer, subcommand)(**kwargs)
         except SIGTERMException:

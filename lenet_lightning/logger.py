@@ -59,6 +59,9 @@ class ClaimingTensorBoardLogger(TensorBoardLogger):
         (0, 1)
     """
 
+    claimed = False
+    """Whether this logger created its run folder (it made a new version, not one given to resume)."""
+
     @override
     def _get_next_version(self) -> int:
         # The hook `version` calls when none was given; Lightning's lists the root, as a starting point.
@@ -67,4 +70,5 @@ class ClaimingTensorBoardLogger(TensorBoardLogger):
         fs, root = url_to_fs(os.path.expanduser(os.path.expandvars(self.root_dir)))
         if rank_zero_only.rank != 0 or not isinstance(fs, LocalFileSystem):
             return listed
+        self.claimed = True
         return claim_version(root, first=listed)
