@@ -93,7 +93,7 @@ class EmbeddingProjector(Callback):
         class_vectors: bool = True,
         dirpath: str | None = None,
         seed: int = 0,
-        plot_format: str = "png",
+        plot_format: plots.PlotFormat = "png",
         plot_dpi: int = 100,
     ) -> None:
         super().__init__()

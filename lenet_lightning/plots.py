@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -186,7 +187,8 @@ def plot_class_vectors(weight: np.ndarray, class_names: Sequence[str], *, ax: Ax
     return fig
 
 
-PLOT_FORMATS = ("png", "svg", "pdf")
+PlotFormat = Literal["png", "svg", "pdf"]
+PLOT_FORMATS: tuple[str, ...] = get_args(PlotFormat)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100, format: str | None = None) -> None:

@@ -51,6 +51,8 @@ def write_events_file(run_dir):
     writer.close()
 
 
+# Loading every dynamic plugin imports TensorBoard's vendored bleach, which warns about itself.
+@pytest.mark.filterwarnings("ignore:html5lib's sanitizer is deprecated:DeprecationWarning")
 def test_live_reload_is_a_tensorboard_plugins_entry_point():
     (entry,) = [ep for ep in metadata.entry_points(group="tensorboard_plugins") if ep.value.startswith("lenet_")]
     assert entry.load() is ProjectorLiveReload
