@@ -139,7 +139,12 @@ def _reloading(update: Callable[[Any], None]) -> Callable[[Any], None]:
     def _update_configs(self: Any) -> None:
         # The signature is taken before the configs are read: a config replaced while they are read
         # differs from it, and is read again on the next request.
-        signature = config_signature(_config_paths(self))
+        try:
+            signature = config_signature(_config_paths(self))
+        except Exception:  # an instance unlike its class: serve as stock TensorBoard does
+            logger.debug("lenet-lightning: no config signature", exc_info=True)
+            update(self)
+            return
         if signature != getattr(self, _SIGNATURE_ATTR, signature):
             self._run_paths = None  # "the runs changed": the original re-reads every config
         update(self)

@@ -170,3 +170,21 @@ def test_config_signature_sees_a_replaced_file_of_the_same_size(tmp_path):
     os.replace(replacement, path)
     after = config_signature([str(path), str(tmp_path / "absent")])
     assert before != after and before[0][1] is None and after[0][1] is None  # sorted: "absent" first
+
+
+def test_installed_wrapper_falls_back_to_the_original_on_an_unexpected_instance(monkeypatch):
+    calls = []
+
+    class Plugin(Init):
+        def _update_configs(self):
+            calls.append(self._run_paths)
+            self._read_latest_config_files([])
+
+        def _read_latest_config_files(self, pairs):
+            return {}, {}
+
+    assert install(Plugin)
+    plugin = Plugin(type("Context", (), {"logdir": "/x"})())
+    plugin._run_paths = 42  # not the dict of run paths the wrapper reads
+    plugin._update_configs()
+    assert calls == [42]
