@@ -30,7 +30,10 @@ from lenet_lightning.idx import (
 DatasetName = Literal["mnist", "fashion_mnist", "digits"]
 Split = Literal["train", "val", "test"]
 
-DIGIT_NAMES = tuple(str(digit) for digit in range(10))
+# torchvision's own MNIST class names. Not "0".."9": TensorBoard's Projector labels points by the first
+# metadata column that is not numeric, so digit names would lose to `correct` ("yes"/"no").
+DIGIT_NAMES = ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four",
+               "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine")  # fmt: skip
 FASHION_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )

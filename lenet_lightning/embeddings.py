@@ -22,6 +22,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from threadpoolctl import threadpool_limits
 from torch import nn
@@ -68,6 +69,8 @@ class EmbeddingProjector(Callback):
             files always go in the log directory itself, where TensorBoard looks for them (with
             ``logger=False``: a new ``<default_root_dir>/embeddings/version_N`` for each run).
         seed: Seeds the probe set and t-SNE (0 to 2**32 - 1).
+        plot_format: File format of the plots: ``"png"``, ``"svg"`` or ``"pdf"`` (for papers and slides).
+        plot_dpi: Resolution of the plots, in dots per inch.
 
     Raises:
         ValueError: An argument is out of range (at construction), or ``layer`` names no submodule
@@ -91,6 +94,8 @@ class EmbeddingProjector(Callback):
         class_vectors: bool = True,
         dirpath: str | None = None,
         seed: int = 0,
+        plot_format: plots.PlotFormat = "png",
+        plot_dpi: int = 100,
     ) -> None:
         super().__init__()
         _check_int("every_n_train_steps", every_n_train_steps, minimum=0)
@@ -111,6 +116,7 @@ class EmbeddingProjector(Callback):
         self.num_samples, self.split, self.seed = num_samples, split, seed
         self.sprites, self.tsne, self.perplexity, self.class_vectors = sprites, tsne, float(perplexity), class_vectors
         self.dirpath = dirpath
+        self.plot_format, self.plot_dpi = plots.check_plot_format(plot_format), plots.check_dpi(plot_dpi)
         # Restored from checkpoints: the probe set and the series so far.
         self._probe_index: np.ndarray | None = None
         self._captured_steps: set[int] = set()
@@ -319,7 +325,7 @@ class EmbeddingProjector(Callback):
             return
         title = f"{f'{stage}, ' if stage else ''}step {step} · probe acc {probe_acc:.3f}"
         future = self._executor.submit(
-            self._analyse, features, labels_np, names, row, title, self.plot_dir / f"tsne_{tag}.png")
+            self._analyse, features, labels_np, names, row, title, self.plot_dir / f"tsne_{tag}.{self.plot_format}")
         self._pending.append((future, row))
 
     def _probe(self, datamodule: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -388,11 +394,13 @@ class EmbeddingProjector(Callback):
                                        seed=self.seed, n_threads=threads)
                 self._last_layout = layout
                 row = {**row, **tsne.separation_scores(features, layout, labels)}
-            plots.save_figure(plots.plot_embedding(layout, labels, names, title=title), png)
+            figure = plots.plot_embedding(layout, labels, names, title=title)
+            image = plots.render_figure(figure)  # for TensorBoard's Images tab
+            plots.save_figure(figure, png, dpi=self.plot_dpi)
         except Exception as err:  # reported, and the run goes on
             rank_zero_warn(f"EmbeddingProjector: t-SNE of {row['tag']} failed ({err!r}); no plot for it.")
             return row
-        return {**row, "layout": layout}
+        return {**row, "layout": layout, "image": image}
 
     def _collect(self, trainer: pl.Trainer, wait: bool) -> None:
         """Logs and records the analyses that have finished (all of them when ``wait``)."""
@@ -407,6 +415,7 @@ class EmbeddingProjector(Callback):
     def _record(self, trainer: pl.Trainer, row: dict[str, Any]) -> None:
         """Main thread only: keeps the row (and layout), logs its scores, rewrites the CSV."""
         layout = row.pop("layout", None)
+        self._publish(trainer, row, layout, row.pop("image", None))
         if layout is not None:
             self._layouts[row["tag"]] = layout
         self._scores[row["tag"]] = row
@@ -454,11 +463,38 @@ class EmbeddingProjector(Callback):
             labels = self._probe(trainer.datamodule)[1].numpy()
             titles = [f"step {self._scores[tag]['step']}" for tag in series]
             figure = plots.plot_evolution([self._layouts[tag] for tag in series], labels, names, titles)
-            plots.save_figure(figure, self.plot_dir / "tsne_evolution.png")
+            self._log_figure(trainer, "embeddings/tsne_evolution", figure, self._scores[series[-1]]["step"])
+            plots.save_figure(figure, self.plot_dir / f"tsne_evolution.{self.plot_format}", dpi=self.plot_dpi)
         weight = self._class_vectors(pl_module)
         if weight is not None:
-            plots.save_figure(plots.plot_class_vectors(weight, names), self.plot_dir / "class_vectors.png")
+            figure = plots.plot_class_vectors(weight, names)
+            self._log_figure(trainer, "embeddings/class_vectors", figure, self._step(trainer))
+            plots.save_figure(figure, self.plot_dir / f"class_vectors.{self.plot_format}", dpi=self.plot_dpi)
         _tell(trainer, f"EmbeddingProjector: projector entries in {self._log_dir}, plots in {self.plot_dir}")
+
+    # ------------------------------------- TensorBoard: bookmarks and images (issue 11)
+    def _publish(self, trainer: pl.Trainer, row: dict[str, Any], layout: np.ndarray | None,
+                 image: np.ndarray | None) -> None:
+        """Main thread, rank 0: gives the capture's projector entry a bookmark that shows its offline
+        t-SNE layout (the one aligned with the previous capture, as in its plot) coloured by class,
+        and logs its plot to TensorBoard's Images tab at its step."""
+        if layout is not None and self._log_dir is not None:
+            name = f"step {row['step']}: t-SNE of tsne_{row['tag']}.{self.plot_format}"
+            bookmark = projector.layout_bookmark(layout, name, color_by="label", perplexity=self._perplexity)
+            projector.write_bookmarks(self._log_dir, row["tag"], [bookmark])
+        if image is not None:
+            self._log_image(trainer, "embeddings/tsne", image, row["step"])
+
+    def _log_figure(self, trainer: pl.Trainer, tag: str, figure: Any, step: int) -> None:
+        if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+            self._log_image(trainer, tag, plots.render_figure(figure), step)
+
+    @staticmethod
+    def _log_image(trainer: pl.Trainer, tag: str, image: np.ndarray, step: int) -> None:
+        """Through the TensorBoard logger's own writer: ``image`` is ``(H, W, 3)`` uint8."""
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(tag, image, global_step=step, dataformats="HWC")
 
     # ------------------------------------------------------------- checkpointing
     @override

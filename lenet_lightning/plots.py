@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -186,34 +187,92 @@ def plot_class_vectors(weight: np.ndarray, class_names: Sequence[str], *, ax: Ax
     return fig
 
 
-def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) -> None:
-    """Writes ``fig`` as a PNG atomically, then clears it to free its memory.
+PlotFormat = Literal["png", "svg", "pdf"]
+PLOT_FORMATS: tuple[str, ...] = get_args(PlotFormat)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100, format: str | None = None) -> None:
+    """Writes ``fig`` as a PNG, SVG or PDF atomically, then clears it to free its memory.
 
     The image goes to a temporary file in the same directory that is then ``os.replace``-d onto
-    ``path``, so a reader (TensorBoard, a browser, a test) never sees a half-written PNG. The
+    ``path``, so a reader (TensorBoard, a browser, a test) never sees a half-written file. The
     directory is created if needed. A ``path`` that exists but is not a regular file (``/dev/null``,
     a directory) is refused, because replacing it would destroy it.
 
     Args:
         fig: Figure to write; cleared afterwards, so do not reuse it.
-        path: Destination ``.png`` path.
-        dpi: Resolution.
+        path: Destination, e.g. ``tsne_evolution.png``.
+        dpi: Resolution in dots per inch (SVG and PDF stay vector; it sizes their raster parts).
+        format: ``"png"``, ``"svg"`` or ``"pdf"``; by default the suffix of ``path``.
 
     Raises:
-        ValueError: If ``path`` exists and is not a regular file.
+        ValueError: If the format is not one of those, ``dpi`` is not a positive integer, or
+            ``path`` exists and is not a regular file.
 
     Example:
         >>> import tempfile, pathlib
-        >>> fig = plot_embedding(np.zeros((4, 2)), np.arange(4) % 2, ["a", "b"])
         >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     save_figure(fig, pathlib.Path(tmp) / "embedding.png")
+        ...     for fmt in PLOT_FORMATS:
+        ...         fig = plot_embedding(np.zeros((4, 2)), np.arange(4) % 2, ["a", "b"])
+        ...         save_figure(fig, pathlib.Path(tmp) / f"embedding.{fmt}", dpi=72)
         ...     sorted(p.name for p in pathlib.Path(tmp).iterdir())
-        ['embedding.png']
+        ['embedding.pdf', 'embedding.png', 'embedding.svg']
     """
     try:
-        write_atomically(path, lambda stream: fig.savefig(stream, format="png", dpi=dpi))
+        fmt = check_plot_format(format if format is not None else os.path.splitext(os.fspath(path))[1].lstrip("."))
+        check_dpi(dpi)
+        write_atomically(path, lambda stream: fig.savefig(stream, format=fmt, dpi=dpi))
     finally:
         fig.clear()
+
+
+def render_figure(fig: Figure, *, dpi: int = 100) -> np.ndarray:
+    """Renders ``fig`` to an ``(H, W, 3)`` ``uint8`` RGB image (e.g. for TensorBoard's Images tab).
+
+    The figure is left as it is, so it can be saved afterwards.
+
+    Example:
+        >>> fig = plot_embedding(np.zeros((4, 2)), np.arange(4) % 2, ["a", "b"])
+        >>> image = render_figure(fig, dpi=50)
+        >>> image.dtype, image.shape[2], tuple(image.shape[:2]) == (250, 320)
+        (dtype('uint8'), 3, True)
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    check_dpi(dpi)
+    canvas = FigureCanvasAgg(fig)
+    original_dpi = fig.dpi
+    fig.set_dpi(dpi)
+    try:
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3)
+    finally:
+        fig.set_dpi(original_dpi)
+
+
+def check_plot_format(format: str) -> str:
+    """Returns ``format`` in lower case when it is a plot format this project writes, else raises.
+
+    Example:
+        >>> check_plot_format("SVG")
+        'svg'
+    """
+    fmt = format.lower() if isinstance(format, str) else format
+    if fmt not in PLOT_FORMATS:
+        raise ValueError(f"Expected the plot format to be one of {', '.join(PLOT_FORMATS)}, but got {format!r}.")
+    return fmt
+
+
+def check_dpi(dpi: int) -> int:
+    """Returns ``dpi`` when it is a positive integer, else raises.
+
+    Example:
+        >>> check_dpi(150)
+        150
+    """
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi < 1:
+        raise ValueError(f"Expected `dpi` to be a positive integer such as 100 or 300, but got {dpi!r}.")
+    return dpi
 
 
 def _root_figure(ax: Axes) -> Figure:

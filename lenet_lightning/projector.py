@@ -15,19 +15,22 @@ projector plugin reads (``tensorboard/plugins/projector/projector_plugin.py``):
   after its assets, so a reader never sees a half-written file; what a killed writer leaves behind
   (temporary files, unlisted asset folders) :func:`remove_leftovers` removes;
 * without TensorFlow installed, a running server re-reads the configs only when its list of runs
-  changes, so entries written after it first saw the run appear on its restart (or a new run).
+  changes, so entries written after it first saw the run appear on its restart (or a new run),
+  unless :mod:`lenet_lightning.tensorboard_live` is installed (it is, with this package).
 
 Layout written under ``run_dir``::
 
     projector_config.pbtxt              one EmbeddingInfo per tag, merged by tensor_name
     projector/<safe tag>/tensor.bytes   (N, D) little-endian float32, or tensor.tsv (see above)
     projector/<safe tag>/metadata.tsv   optional
+    projector/<safe tag>/bookmarks.json optional: saved views (see :func:`write_bookmarks`)
     <sprite_path>                       anywhere under run_dir, e.g. projector/sprite.png
 """
 
 from __future__ import annotations
 
 import codecs
+import json
 import math
 import os
 import re
@@ -36,6 +39,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from google.protobuf import text_format
@@ -51,6 +55,7 @@ MAX_SPRITE_SIZE = 8192  # the projector front end refuses sprites wider or talle
 _TENSOR_BYTES = "tensor.bytes"
 _TENSOR_TSV = "tensor.tsv"
 _METADATA_TSV = "metadata.tsv"
+_BOOKMARKS_JSON = "bookmarks.json"
 # The plugin's TSV attempt decodes the first 16 MiB characters of a tensor file in one read
 # (tensorboard.compat.tensorflow_stub GFile block size); only a decode error there makes it
 # fall back to the binary reader.
@@ -75,6 +80,7 @@ class EmbeddingEntry:
         sprite_path: The sprite PNG shared by all entries, or ``None``.
         sprite_thumb_size: ``(height, width)`` of one sprite thumbnail, or ``None``.
         num_nonfinite_rows: How many rows held NaN or inf and were written with those values as 0.
+        bookmarks_path: The bookmarks JSON (saved Projector views), or ``None``.
 
     Example:
         >>> entry = EmbeddingEntry("fc2", "projector/fc2/tensor.bytes", (4, 10))
@@ -89,12 +95,15 @@ class EmbeddingEntry:
     sprite_path: str | None = None
     sprite_thumb_size: tuple[int, int] | None = None
     num_nonfinite_rows: int = 0
+    bookmarks_path: str | None = None
 
     def to_proto(self) -> EmbeddingInfo:
         """Returns the entry as TensorBoard's ``EmbeddingInfo`` proto."""
         info = EmbeddingInfo(tensor_name=self.tensor_name, tensor_path=self.tensor_path, tensor_shape=self.tensor_shape)
         if self.metadata_path is not None:
             info.metadata_path = self.metadata_path
+        if self.bookmarks_path is not None:
+            info.bookmarks_path = self.bookmarks_path
         if self.sprite_path is not None:
             info.sprite.image_path = self.sprite_path
             if self.sprite_thumb_size is not None:
@@ -347,6 +356,137 @@ def update_projector_config(run_dir: str | Path, entries: Sequence[EmbeddingEntr
     root.mkdir(parents=True, exist_ok=True)
     text = text_format.MessageToString(config)
     write_atomically(config_path, lambda f: f.write(text.encode("utf-8")))
+
+
+def layout_bookmark(
+    layout: np.ndarray,
+    name: str,
+    *,
+    color_by: str = "label",
+    label_by: str = "label",
+    perplexity: float = 30.0,
+) -> dict[str, Any]:
+    """Returns a Projector bookmark (a saved view) that shows ``layout`` exactly, coloured by a column.
+
+    The view is the Projector's "custom" projection with each point's ``linear-x``/``linear-y`` set
+    from ``layout``: it stays where it is put, while a ``"tsne"`` view would restart the browser's
+    own t-SNE from it and drift. The Projector stretches each axis to [-1, 1] on its own. The state
+    has every field the Projector reads when it loads a server bookmark (it fails with a blank plot
+    when one is missing).
+
+    Args:
+        layout: ``(N, 2)`` finite coordinates, one row per embedding row, in the tensor's order.
+        name: The bookmark's title in the Projector's Bookmarks tray.
+        color_by: The metadata column that colours the points (``"label"``: the class).
+        label_by: The metadata column shown on hover.
+        perplexity: Put in the t-SNE panel, should the user run the Projector's own t-SNE from here.
+
+    Raises:
+        ValueError: If ``layout`` is not ``(N, 2)`` and finite, or ``name`` is not a string.
+
+    Example:
+        >>> state = layout_bookmark(np.array([[0.0, 1.0], [2.0, 3.0]]), "step 100")
+        >>> state["selectedProjection"], state["projections"][1]
+        ('custom', {'linear-x': 2.0, 'linear-y': 3.0})
+    """
+    layout = np.asarray(layout)
+    if layout.ndim != 2 or layout.shape[1] != 2 or len(layout) == 0 or layout.dtype.kind not in "biuf":
+        raise ValueError(
+            f"Expected `layout` to be real numbers of shape (N, 2), but got {layout.dtype} of shape {layout.shape}."
+        )
+    if not np.isfinite(layout).all():
+        raise ValueError("Expected `layout` to be finite, but got NaN or inf; the Projector cannot place such points.")
+    if not isinstance(name, str):
+        raise ValueError(f"Expected `name` to be a str, but got {type(name).__name__}.")
+    return {
+        "label": name,
+        "isSelected": True,
+        "selectedProjection": "custom",
+        "projections": [{"linear-x": float(x), "linear-y": float(y)} for x, y in layout.tolist()],
+        "pcaComponentDimensions": [0, 1],
+        "tSNEPerplexity": float(perplexity),
+        "tSNELearningRate": 1.0,  # the slider's log10 value: the Projector's default rate, 10
+        "tSNEIteration": 0,
+        "tSNEis3d": False,
+        "umapIs3d": False,
+        "umapNeighbors": 15,
+        "umapMinDist": 0.1,
+        "selectedPoints": [],
+        "customXLeftText": "",
+        "customXRightText": "",
+        "customYUpText": "",
+        "customYDownText": "",
+        "customXLeftRegex": False,
+        "customXRightRegex": False,
+        "customYUpRegex": False,
+        "customYDownRegex": False,
+        "selectedColorOptionName": color_by,
+        "forceCategoricalColoring": False,
+        "selectedLabelOption": label_by,
+    }
+
+
+def write_bookmarks(run_dir: str | Path, tag: str, states: Sequence[Mapping[str, Any]]) -> str:
+    """Writes ``states`` as the bookmarks of the embedding ``tag`` and lists them in the run's config.
+
+    The Projector fetches an entry's ``bookmarks_path`` when the entry is selected and opens its
+    Bookmarks tray; a click on a bookmark restores its view. The JSON appears atomically, before the
+    config lists it. Writing again replaces the bookmarks.
+
+    Args:
+        run_dir: The run directory whose config already lists ``tag`` (see :func:`write_embedding`).
+        tag: The embedding's tag, as given to :func:`write_embedding`.
+        states: Bookmarks, e.g. from :func:`layout_bookmark`, each with one projection per row.
+
+    Returns:
+        The bookmarks file, relative to ``run_dir``.
+
+    Raises:
+        ValueError: If the config does not list ``tag``, there are no states, or a state does not
+            have one projection per embedding row.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     _ = write_embedding(run_dir, "fc2 step 100", np.eye(3, 10))
+        ...     write_bookmarks(run_dir, "fc2 step 100", [layout_bookmark(np.eye(3, 2), "step 100")])
+        'projector/fc2_step_100/bookmarks.json'
+    """
+    name = safe_tag(tag)
+    root = Path(os.path.realpath(run_dir))
+    config_path = root / CONFIG_FILENAME
+    config = ProjectorConfig()
+    if config_path.is_file():
+        try:
+            text_format.Parse(config_path.read_text(encoding="utf-8"), config)
+        except text_format.ParseError as err:
+            raise ValueError(f"Expected {config_path} to be a ProjectorConfig text proto, but got: {err}") from err
+    info = next((embedding for embedding in config.embeddings if embedding.tensor_name == name), None)
+    if info is None:
+        raise ValueError(f"Expected {config_path} to list the embedding {name!r}; write it with `write_embedding` "
+                         "before its bookmarks.")
+    if isinstance(states, Mapping) or len(states) == 0:
+        raise ValueError(f"Expected `states` to be a non-empty sequence of bookmarks, but got {states!r:.80}.")
+    n, dim = [*info.tensor_shape, 0, 0][:2]  # (N, D)
+    bookmarks = []
+    for index, state in enumerate(states):
+        projections = state.get("projections") if isinstance(state, Mapping) else None
+        if not isinstance(projections, Sequence) or len(projections) != n:
+            got = len(projections) if isinstance(projections, Sequence) else type(projections).__name__
+            raise ValueError(f"Expected `states[{index}]` to have {n} projections, one per row of {name!r}, "
+                             f"but got {got}.")
+        # dataSetDimensions: what the Projector checks when a user uploads the file again.
+        bookmarks.append({**state, "dataSetDimensions": [n, dim]})
+    path = root / ASSETS_DIRNAME / name / _BOOKMARKS_JSON
+    rel = _relative_to_run_dir(root, path, "the bookmarks file").as_posix()
+    text = json.dumps(bookmarks, allow_nan=False, separators=(",", ":"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+    entry = EmbeddingInfo()
+    entry.CopyFrom(info)
+    entry.bookmarks_path = rel
+    update_projector_config(root, [entry])
+    return rel
 
 
 def remove_leftovers(run_dir: str | Path, other_dirs: Sequence[str | Path] = ()) -> list[Path]:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lenet_lightning.data import (
+    CLASS_NAMES,
     FASHION_NAMES,
     EpochShuffle,
     LeNetDataModule,
@@ -195,3 +196,14 @@ def test_datamodule_reads_debian_fashion_mnist_folder_in_full():
     assert np.all(np.bincount(dm.split_tensors("test")[1].numpy()) == 1000)
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (50, 1, 28, 28) and labels.shape == (50,)
+
+
+@pytest.mark.parametrize("dataset", sorted(CLASS_NAMES))
+def test_class_names_are_not_numbers_so_the_projector_labels_by_class(dataset):
+    # TensorBoard's Projector labels points by the first metadata column that is not numeric
+    # (JavaScript isNaN); digit names "0".."9" lost to `correct`.
+    names = CLASS_NAMES[dataset]
+    assert len(set(names)) == len(names) == 10
+    for name in names:
+        with pytest.raises(ValueError):
+            float(name)

@@ -41,6 +41,8 @@ def fit(tmp_path, callback=None, max_steps=20, seed=0, model=None, **trainer_kwa
         ({"layer": ""}, "`layer`"),
         ({"seed": -1}, "`seed`.*-1"),
         ({"seed": 2**32}, "`seed`"),
+        ({"plot_format": "jpg"}, "plot format.*'jpg'"),
+        ({"plot_dpi": 0}, "`dpi`.*0"),
     ],
 )
 def test_embedding_projector_rejects_bad_arguments(kwargs, match):
@@ -78,12 +80,13 @@ def test_embedding_projector_writes_every_capture_with_metadata_sprite_plots_and
     dm = trainer.datamodule
     images, labels = dm.split_tensors("val")
     index = np.array([int(row[4]) for row in rows[1:]])
-    assert [row[0] for row in rows[1:]] == [str(label) for label in labels[index].tolist()]
+    assert [row[0] for row in rows[1:]] == [dm.class_names[label] for label in labels[index].tolist()]
     expected = model.eval()(dm.normalize(images[index])).detach().numpy()
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
     weight, names = entries["fc2.weight_step0000025"]
     np.testing.assert_allclose(weight, model.model.fc2.weight.detach().numpy(), rtol=1e-6)
-    assert [row[0] for row in names] == [str(i) for i in range(10)]
+    assert [row[0] for row in names] == list(dm.class_names) == ["0 - zero", "1 - one", "2 - two", "3 - three",
+        "4 - four", "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine"]
     assert (run_dir / "projector" / "sprite.png").is_file()
     plots = run_dir / "embeddings"
     for step in (0, 10, 20, 25):
@@ -228,3 +231,37 @@ def test_embedding_projector_without_logger_writes_each_run_apart(tmp_path):
     for run in runs:
         assert list(read_projector(tmp_path / "embeddings" / run)) == [
             "fc2_step0000000", "fc2.weight_step0000000", "fc2_step0000002", "fc2.weight_step0000002"]
+
+
+def test_embedding_projector_bookmarks_each_capture_and_logs_its_plots_as_images(tmp_path):
+    import json
+
+    from google.protobuf import text_format
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    callback = EmbeddingProjector(every_n_train_steps=10, num_samples=100, perplexity=10, plot_format="svg",
+                                  plot_dpi=50)
+    fit(tmp_path, callback, max_steps=20)
+    run_dir = tmp_path / "run"
+    config = text_format.Parse((run_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    bookmarked = {e.tensor_name: e.bookmarks_path for e in config.embeddings if e.bookmarks_path}
+    assert list(bookmarked) == ["fc2_step0000000", "fc2_step0000010", "fc2_step0000020"]
+    for tag, path in bookmarked.items():
+        (state,) = json.loads((run_dir / path).read_text())
+        # The offline layout, the one drawn in tsne_<tag>.svg, coloured by the class column.
+        layout = [[p["linear-x"], p["linear-y"]] for p in state["projections"]]
+        np.testing.assert_array_equal(np.array(layout), callback._layouts[tag])
+        assert state["selectedProjection"] == "custom" and state["selectedColorOptionName"] == "label"
+        assert state["dataSetDimensions"] == [100, 10]
+    plots = run_dir / "embeddings"
+    assert sorted(p.name for p in plots.glob("*.svg")) == [
+        "class_vectors.svg", "tsne_evolution.svg", "tsne_fc2_step0000000.svg", "tsne_fc2_step0000010.svg",
+        "tsne_fc2_step0000020.svg"]
+    assert not list(plots.glob("*.png"))
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert [image.step for image in events.Images("embeddings/tsne")] == [0, 10, 20]
+    assert [image.step for image in events.Images("embeddings/tsne_evolution")] == [20]
+    assert [image.step for image in events.Images("embeddings/class_vectors")] == [20]
+    assert events.Images("embeddings/tsne")[-1].encoded_image_string.startswith(b"\x89PNG")

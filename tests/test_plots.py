@@ -10,7 +10,14 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from lenet_lightning import plots
-from lenet_lightning.plots import plot_class_vectors, plot_embedding, plot_evolution, save_figure
+from lenet_lightning.plots import (
+    PLOT_FORMATS,
+    plot_class_vectors,
+    plot_embedding,
+    plot_evolution,
+    render_figure,
+    save_figure,
+)
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -207,3 +214,49 @@ def test_plots_module_never_imports_pyplot(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "plot.png")], check=True, timeout=60)
     assert imread(tmp_path / "plot.png").size > 0
+
+
+@pytest.mark.parametrize(("fmt", "magic"), [("png", b"\x89PNG"), ("svg", b"<?xml"), ("pdf", b"%PDF")])
+def test_save_figure_writes_the_format_of_the_suffix_or_the_one_asked(tmp_path, fmt, magic):
+    layout, labels = layout_and_labels()
+    save_figure(plot_embedding(layout, labels, CLASS_NAMES), tmp_path / f"plot.{fmt}")
+    save_figure(plot_embedding(layout, labels, CLASS_NAMES), tmp_path / "plot.bin", format=fmt.upper())
+    assert (tmp_path / f"plot.{fmt}").read_bytes().startswith(magic)
+    assert (tmp_path / "plot.bin").read_bytes().startswith(magic)
+    assert fmt in PLOT_FORMATS
+
+
+def test_save_figure_dpi_sets_the_png_size(tmp_path):
+    layout, labels = layout_and_labels()
+    for dpi in (50, 200):
+        save_figure(plot_embedding(layout, labels, CLASS_NAMES), tmp_path / f"{dpi}.png", dpi=dpi)
+    small, large = imread(tmp_path / "50.png"), imread(tmp_path / "200.png")
+    assert large.shape[0] == pytest.approx(4 * small.shape[0], abs=4)
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs", "match"),
+    [
+        ("plot.jpg", {}, "plot format to be one of png, svg, pdf, but got 'jpg'"),
+        ("plot", {}, "plot format"),
+        ("plot.png", {"format": "eps"}, "but got 'eps'"),
+        ("plot.png", {"dpi": 0}, "`dpi` to be a positive integer"),
+        ("plot.png", {"dpi": 72.0}, "`dpi`"),
+    ],
+)
+def test_save_figure_rejects_bad_format_or_dpi(tmp_path, path, kwargs, match):
+    layout, labels = layout_and_labels()
+    with pytest.raises(ValueError, match=match):
+        save_figure(plot_embedding(layout, labels, CLASS_NAMES), tmp_path / path, **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_render_figure_matches_the_saved_png_and_keeps_the_figure(tmp_path):
+    layout, labels = layout_and_labels()
+    fig = plot_embedding(layout, labels, CLASS_NAMES, title="step 0")
+    image = render_figure(fig, dpi=60)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.std() > 0
+    assert fig.axes and fig.dpi != 60  # untouched: it can still be saved
+    save_figure(fig, tmp_path / "plot.png", dpi=60)
+    saved = imread(tmp_path / "plot.png")
+    assert saved.shape[:2] == image.shape[:2]

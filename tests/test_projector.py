@@ -17,8 +17,10 @@ from torch.utils.tensorboard import SummaryWriter
 from lenet_lightning.projector import (
     CONFIG_FILENAME,
     EmbeddingEntry,
+    layout_bookmark,
     safe_tag,
     update_projector_config,
+    write_bookmarks,
     write_embedding,
     write_sprite,
 )
@@ -476,3 +478,73 @@ def test_tensorboard_server_serves_all_entries_after_resume(tmp_path, tensorboar
     url = tensorboard_server(logdir)
     _wait_for_runs(url, ["version_0"])
     _assert_served(url, "version_0", {**before, **after}, sprite)
+
+
+# The fields the Projector reads when it loads a server bookmark: without any of them it shows a
+# blank plot and a TypeError (TensorBoard 2.21, measured in headless Chromium).
+BOOKMARK_FIELDS = {
+    "selectedProjection", "projections", "pcaComponentDimensions", "tSNEPerplexity", "tSNELearningRate",
+    "tSNEIteration", "selectedPoints", "customXLeftText", "customXRightText", "customYUpText", "customYDownText",
+    "selectedColorOptionName", "selectedLabelOption",
+}
+
+
+def test_layout_bookmark_is_a_custom_projection_of_the_layout_coloured_by_class():
+    layout = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
+    state = layout_bookmark(layout, "step 25", perplexity=12.5)
+    assert not BOOKMARK_FIELDS - set(state)
+    assert state["selectedProjection"] == "custom"  # "tsne" would restart the browser's t-SNE and drift
+    assert state["selectedColorOptionName"] == state["selectedLabelOption"] == "label"
+    assert [[p["linear-x"], p["linear-y"]] for p in state["projections"]] == layout.tolist()
+    assert all(isinstance(state[key], str) for key in BOOKMARK_FIELDS if key.startswith("custom"))
+    assert state["tSNEPerplexity"] == 12.5 and state["tSNELearningRate"] == 1.0  # log10 of the default 10
+    assert json.loads(json.dumps(state, allow_nan=False)) == state
+
+
+@pytest.mark.parametrize(
+    "layout", [np.zeros((3, 3)), np.zeros(4), np.zeros((0, 2)), np.array([[0.0, np.nan]]), np.array([["a", "b"]])]
+)
+def test_layout_bookmark_rejects_what_the_projector_cannot_place(layout):
+    with pytest.raises(ValueError, match="Expected `layout`"):
+        layout_bookmark(layout, "step 0")
+
+
+def test_write_bookmarks_lists_them_in_the_entry_and_keeps_the_rest(tmp_path):
+    rng = np.random.default_rng(0)
+    first = write_embedding(tmp_path, "fc2_step0000000", rng.normal(size=(6, 10)), [f"c{i}" for i in range(6)])
+    write_embedding(tmp_path, "fc2_step0000025", rng.normal(size=(6, 10)))
+    layout = rng.normal(size=(6, 2))
+    rel = write_bookmarks(tmp_path, "fc2_step0000000", [layout_bookmark(layout, "step 0")])
+    assert rel == "projector/fc2_step0000000/bookmarks.json"
+    (info, other) = _config(tmp_path).embeddings
+    assert info.bookmarks_path == rel and not other.bookmarks_path
+    assert (info.tensor_path, info.metadata_path, list(info.tensor_shape)) == (
+        first.tensor_path, first.metadata_path, [6, 10])
+    (state,) = json.loads((tmp_path / rel).read_text())
+    assert state["dataSetDimensions"] == [6, 10]
+    assert [[p["linear-x"], p["linear-y"]] for p in state["projections"]] == layout.tolist()
+    # Written again: replaced, still one entry per tag.
+    write_bookmarks(tmp_path, "fc2_step0000000", [layout_bookmark(layout * 2, "again")] * 2)
+    assert len(json.loads((tmp_path / rel).read_text())) == 2
+    assert _names(tmp_path) == ["fc2_step0000000", "fc2_step0000025"]
+    # What the plugin serves, read the way it reads them.
+    assert projector_plugin._rel_to_abs_asset_path(rel, str(tmp_path / CONFIG_FILENAME)) == str(tmp_path / rel)
+
+
+@pytest.mark.parametrize(
+    ("tag", "states", "match"),
+    [
+        ("fc2_step0000099", [{"projections": [{}] * 4}], "to list the embedding 'fc2_step0000099'"),
+        ("a", [], "non-empty sequence"),
+        ("a", {"projections": []}, "non-empty sequence"),
+        ("a", [{"projections": [{}] * 3}], "4 projections, one per row of 'a', but got 3"),
+        ("a", [{"label": "no projections"}], "4 projections"),
+    ],
+)
+def test_write_bookmarks_rejects_states_that_do_not_fit_the_entry(tmp_path, tag, states, match):
+    write_embedding(tmp_path, "a", np.ones((4, 3)))
+    before = (tmp_path / CONFIG_FILENAME).read_text()
+    with pytest.raises(ValueError, match=match):
+        write_bookmarks(tmp_path, tag, states)
+    assert (tmp_path / CONFIG_FILENAME).read_text() == before
+    assert not list(tmp_path.rglob("bookmarks.json"))
