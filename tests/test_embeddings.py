@@ -79,7 +79,7 @@ def test_embedding_projector_writes_every_capture_with_metadata_sprite_plots_and
     images, labels = dm.split_tensors("val")
     index = np.array([int(row[4]) for row in rows[1:]])
     assert [row[0] for row in rows[1:]] == [str(label) for label in labels[index].tolist()]
-    expected = model.eval()(dm.normalize(images[index])).detach().numpy()
+    expected = model.eval()(images[index]).detach().numpy()
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
     weight, names = entries["fc2.weight_step0000025"]
     np.testing.assert_allclose(weight, model.model.fc2.weight.detach().numpy(), rtol=1e-6)
@@ -125,10 +125,10 @@ def test_embedding_projector_probe_is_stratified_and_fixed(tmp_path):
     fit(tmp_path, callback, max_steps=1)
     again = EmbeddingProjector(every_n_train_steps=0, num_samples=100, tsne=False)
     fit(tmp_path / "again", again, max_steps=1)
-    np.testing.assert_array_equal(callback._probe_index, again._probe_index)
+    np.testing.assert_array_equal(callback._probe.index, again._probe.index)
     labels = LeNetDataModule("digits", val_size=0.15, seed=0)
     labels.setup("fit")
-    counts = np.bincount(labels.split_tensors("val")[1].numpy()[callback._probe_index], minlength=10)
+    counts = np.bincount(labels.split_tensors("val")[1].numpy()[callback._probe.index], minlength=10)
     assert counts.min() >= 9 and counts.max() <= 11
 
 
@@ -162,12 +162,17 @@ def test_embedding_projector_state_round_trips_through_checkpoint(tmp_path):
     trainer, _, _ = fit(tmp_path, callback, max_steps=10)
     path = tmp_path / "state.ckpt"
     trainer.save_checkpoint(path)
-    state = torch.load(path, weights_only=True)["callbacks"]["EmbeddingProjector"]
+    state = torch.load(path, weights_only=True)["callbacks"][callback.state_key]
+    assert state["captured"] == [[0, "fit"], [5, "fit"], [10, "fit"]] and state["pending"] == []
+    assert [row["step"] for row in state["rows"]] == [0, 5, 10]
+    np.testing.assert_array_equal(state["probe_index"].numpy(), callback._probe.index)
+    assert state["layouts"][-1][:2] == [10, "fit"]
+    np.testing.assert_array_equal(state["layouts"][-1][2].numpy(), callback._layouts[(10, "fit")])
+    # Loaded before its probe set is drawn, the state is kept as it came: saved again, it is the same.
     restored = EmbeddingProjector(every_n_train_steps=5, num_samples=50)
     restored.load_state_dict(state)
-    np.testing.assert_array_equal(restored._probe_index, callback._probe_index)
-    assert restored._captured_steps == {0, 5, 10}
-    np.testing.assert_array_equal(restored._last_layout, callback._layouts["fc2_step0000010"])
+    saved = restored.state_dict()
+    assert saved.keys() == state.keys() and all(saved[key] is state[key] for key in state)
 
 
 def test_embedding_projector_layer_outside_forward_fails_before_training(tmp_path):
@@ -207,12 +212,13 @@ def test_embedding_projector_mismatched_checkpoint_probe_starts_a_new_series(tmp
     first = EmbeddingProjector(every_n_train_steps=5, num_samples=50, tsne=False)
     trainer, _, _ = fit(tmp_path, first, max_steps=5)
     trainer.save_checkpoint(tmp_path / "a.ckpt")
-    state = torch.load(tmp_path / "a.ckpt", weights_only=True)["callbacks"]["EmbeddingProjector"]
+    state = torch.load(tmp_path / "a.ckpt", weights_only=True)["callbacks"][first.state_key]
     other = EmbeddingProjector(every_n_train_steps=5, num_samples=80, tsne=False)
     fit(tmp_path / "b", other, max_steps=1)  # set up on the data: 80 of the 216 validation images
-    with pytest.warns(UserWarning, match="probe set \\(50 of 216 val images\\) does not fit.*num_samples=80"):
+    mismatch = r"probe set \(50 of 216 val inputs, layer 'fc2'\) does not fit.*num_samples=80"
+    with pytest.warns(UserWarning, match=mismatch):
         other.load_state_dict(state)
-    assert len(other._probe_index) == 80 and 5 not in other._captured_steps
+    assert len(other._probe.index) == 80 and (5, "fit") not in other._captured
 
 
 def test_embedding_projector_without_logger_writes_each_run_apart(tmp_path):
