@@ -129,8 +129,10 @@ class BackgroundAnalysis:
     def close(self) -> None:
         """Cancels queued analyses and waits for the one running, if any: after an exception the run
         should end now, not after the queue. The captures left are dropped."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        for _, future in self._queue:
+            future.cancel()
         self._queue = []
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def _analyse(self, capture: Capture) -> Analysis:
         """Worker thread: t-SNE, scores, then the plot. A failure costs this capture what it stopped."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -48,7 +49,12 @@ class SaveConfigBesideEarlier(SaveConfigCallback):
 
 class LeNetCLI(LightningCLI):
     """LightningCLI with the projector callback as its own ``embeddings`` group and the data's class
-    count linked into the model."""
+    count linked into the model.
+
+    ``EmbeddingProjector`` entries in ``trainer.callbacks`` (YAML ``class_path``/``init_args``, or
+    ``--trainer.callbacks+=``) work as for any callback. The ``embeddings`` group's instance joins
+    them unless it is disabled or one of them captures the same layer; disabled entries are left out.
+    """
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -56,6 +62,20 @@ class LeNetCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir",
                               compute_fn=lambda root: root or ".")
+
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        listed = config.get("callbacks") or []
+        config["callbacks"] = [c for c in (listed if isinstance(listed, list) else [listed]) if _active(c)]
+        layers = [c.layer for c in config["callbacks"] if isinstance(c, EmbeddingProjector)]
+        if len(layers) != len(set(layers)):
+            raise ValueError(f"Expected each EmbeddingProjector in `trainer.callbacks` to capture its own layer, "
+                             f"but got layers {layers}; give each a different `layer`.")
+        groups = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        # The group's projector steps aside for a listed one of the same layer: one state_key each.
+        extra = [c for c in groups if _active(c) and not (isinstance(c, EmbeddingProjector) and c.layer in layers)]
+        return self._instantiate_trainer(config, extra)
 
     @override
     def instantiate_classes(self) -> None:
@@ -66,6 +86,11 @@ class LeNetCLI(LightningCLI):
         except ValueError as err:
             parser = self._parser(self.subcommand)
             parser.exit(2, f"error: {err}\n")
+
+
+def _active(callback: object) -> bool:
+    """Everything but a disabled EmbeddingProjector, which would do nothing but claim its state_key."""
+    return not (isinstance(callback, EmbeddingProjector) and not callback.enabled)
 
 
 def cli_main(args: list[str] | None = None) -> LeNetCLI:
