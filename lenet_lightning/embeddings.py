@@ -8,8 +8,6 @@ It decides *when* to capture, *what*, and *where* it goes. The work is done else
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from pathlib import Path
@@ -17,7 +15,6 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
@@ -25,14 +22,12 @@ from typing_extensions import override
 
 from lenet_lightning import capture, plots, projector, tsne
 from lenet_lightning.analysis import Analysis, BackgroundAnalysis, Capture, CaptureKey
-from lenet_lightning.atomic import write_atomically
 from lenet_lightning.data import InMemoryImages
+from lenet_lightning.series import Series, write_scores_csv
 
 Schedule = Literal["fixed", "doubling"]
 ProbeSplit = Literal["train", "val", "test"]
-SCORE_COLUMNS = ("tag", "step", "stage", "probe_acc", "silhouette", "knn_acc_2d", "trustworthiness")
 DEFAULT_LAYER = "fc2"
-_STATE_VERSION = 2
 
 
 class EmbeddingProjector(Callback):
@@ -133,11 +128,9 @@ class EmbeddingProjector(Callback):
         self.sprites, self.tsne, self.perplexity = sprites, tsne, float(perplexity)
         self.class_vectors, self.class_layer = class_vectors, class_layer
         self.dirpath, self.dataset = dirpath, dataset
-        self.series = "embeddings" if layer == DEFAULT_LAYER else f"embeddings_{projector.safe_tag(layer)}"
-        # The series so far: saved in checkpoints.
-        self._captured: set[CaptureKey] = set()
-        self._rows: dict[CaptureKey, dict[str, Any]] = {}
-        self._layouts: dict[CaptureKey, np.ndarray] = {}
+        # Names the plot folder and the scalars: `embeddings` for the default layer.
+        self.name = "embeddings" if layer == DEFAULT_LAYER else f"embeddings_{projector.safe_tag(layer)}"
+        self._series = Series()  # saved in checkpoints
         self._loaded: dict[str, Any] | None = None  # a checkpoint's state, until the probe set is known
         # Per run.
         self._probe: capture.ProbeSet | None = None
@@ -184,7 +177,7 @@ class EmbeddingProjector(Callback):
         """Where plots and ``separation.csv`` go."""
         if self._log_dir is None:
             raise RuntimeError("The embeddings callback has not been set up by a Trainer yet.")
-        return self._log_dir / self.series if self.dirpath is None else _absolute(self.dirpath)
+        return self._log_dir / self.name if self.dirpath is None else _absolute(self.dirpath)
 
     def _ensure_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> capture.ProbeSet:
         """The probe set, drawn at the run's first capture on every rank (no collectives), checked by
@@ -198,7 +191,8 @@ class EmbeddingProjector(Callback):
             self._adopt(self._loaded, fitting=trainer.state.fn == "fit")
         if trainer.is_global_zero and self.tsne and self._analysis is None:
             perplexity = tsne.effective_perplexity(len(probe.labels), self.perplexity)
-            self._analysis = BackgroundAnalysis(perplexity, self.seed, draw=self._draw_map, layout=self._last_layout())
+            self._analysis = BackgroundAnalysis(perplexity, self.seed, draw=self._draw_map,
+                                                layout=self._series.last_layout())
             for pending in self._requeue:
                 self._analysis.submit(pending)
         self._requeue = []
@@ -298,10 +292,10 @@ class EmbeddingProjector(Callback):
         no collectives (the other ranks go on training and meet rank 0 at the next all-reduce)."""
         step = trainer.global_step if stage == "fit" or self._checkpoint_step is None else self._checkpoint_step
         key = (step, stage)
-        if stage == "fit" and key in self._captured:
+        if stage == "fit" and key in self._series.captured:
             return
         probe = self._ensure_probe(trainer, pl_module)
-        self._captured.add(key)
+        self._series.captured.add(key)
         if not trainer.is_global_zero:
             return
         with trainer.precision_plugin.forward_context():
@@ -379,35 +373,17 @@ class EmbeddingProjector(Callback):
             reason = analysis.error.strip().splitlines()[-1]
             rank_zero_warn(f"EmbeddingProjector: t-SNE of {tag} failed ({reason}); {lost}. "
                            f"Traceback from the analysis thread:\n{analysis.error}")
-        row = {"tag": tag, "step": record.step, "stage": record.stage, "probe_acc": record.probe_acc,
-               **analysis.scores}
-        self._rows[record.key] = row
-        if analysis.layout is not None:
-            self._layouts[record.key] = analysis.layout
-        metrics = {f"{self.series}/{name}": float(value) for name, value in row.items()
+        row = self._series.add(analysis, tag)
+        metrics = {f"{self.name}/{name}": float(value) for name, value in row.items()
                    if name not in ("tag", "step", "stage") and value is not None}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=record.step)
-        try:
-            self._write_scores_csv()
-        except OSError as err:
-            rank_zero_warn(f"EmbeddingProjector: could not write {self.plot_dir / 'separation.csv'} ({err}); "
-                           "its rows stay in memory and in the checkpoint.")
-
-    def _write_scores_csv(self) -> None:
-        """``separation.csv``, merged with rows already on disk (a resumed run keeps earlier ones)."""
         path = self.plot_dir / "separation.csv"
-        rows: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            with path.open(newline="") as stream:
-                rows = {row["tag"]: row for row in csv.DictReader(stream)}
-        rows.update({row["tag"]: row for row in self._rows.values()})
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=SCORE_COLUMNS, extrasaction="ignore", restval="")
-        writer.writeheader()
-        for row in sorted(rows.values(), key=lambda r: (int(r["step"]), r["tag"])):
-            writer.writerow({key: "" if value is None else value for key, value in row.items()})
-        write_atomically(path, lambda stream: stream.write(text.getvalue().encode()))
+        try:
+            write_scores_csv(path, list(self._series.rows.values()))
+        except OSError as err:
+            rank_zero_warn(f"EmbeddingProjector: could not write {path} ({err}); its rows stay in memory and in "
+                           "the checkpoint.")
 
     def _drain(self, trainer: pl.Trainer) -> None:
         """Waits for every queued analysis, on every core (training is paused or over)."""
@@ -424,12 +400,11 @@ class EmbeddingProjector(Callback):
             return
         self._drain(trainer)
         names = self._probe.class_names
-        series = sorted(key for key in self._layouts if key[1] == "fit")
+        series = self._series.fit_layouts()
         try:
             if evolution and series:
-                titles = [f"step {step}" for step, _ in series]
-                figure = plots.plot_evolution([self._layouts[key] for key in series], self._probe.labels, names,
-                                              titles)
+                titles = [f"step {step}" for (step, _), _ in series]
+                figure = plots.plot_evolution([layout for _, layout in series], self._probe.labels, names, titles)
                 plots.save_figure(figure, self.plot_dir / "tsne_evolution.png")
             weight = self._class_vectors(pl_module)
             if weight is not None:
@@ -445,21 +420,8 @@ class EmbeddingProjector(Callback):
         plain types only, so checkpoints stay loadable with ``weights_only=True``."""
         if self._loaded is not None:
             return self._loaded  # loaded before its probe set was drawn: kept as it came
-        probe = self._probe
         pending = self._analysis.pending if self._analysis is not None else self._requeue
-        return {
-            "version": _STATE_VERSION,
-            "layer": self.layer,
-            "split": self.split,
-            "split_size": None if probe is None else probe.split_size,
-            "probe_index": None if probe is None else torch.from_numpy(np.asarray(probe.index, dtype=np.int64)),
-            "captured": [list(key) for key in sorted(self._captured)],
-            "rows": [dict(row) for _, row in sorted(self._rows.items())],
-            "layouts": [[step, stage, torch.from_numpy(layout)]
-                        for (step, stage), layout in sorted(self._layouts.items())],
-            "pending": [{"step": p.step, "stage": p.stage, "probe_acc": p.probe_acc,
-                         "features": torch.from_numpy(p.features)} for p in pending],
-        }
+        return self._series.to_state(self.layer, self.split, self._probe, pending)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -470,38 +432,21 @@ class EmbeddingProjector(Callback):
 
     def _adopt(self, state: dict[str, Any], fitting: bool) -> None:
         """Continues the checkpoint's series if it was made on this probe set of this layer, else warns
-        once and starts a new one. validate/test only take its last layout, for the map's orientation."""
+        once and starts a new one. validate/test only take its layouts, for the map's orientation."""
         self._loaded = None
-        probe = self._probe
-        assert probe is not None
         if state.get("probe_index") is None:
             return  # saved before any capture, or with the callback off
-        saved_index = torch.as_tensor(state["probe_index"]).numpy()
-        if state.get("version") != _STATE_VERSION:
-            rank_zero_warn("EmbeddingProjector: the checkpoint's embeddings state is from an older version; "
-                           "starting a new series.")
+        adopted = Series.from_state(state, self.layer, self.split, self._probe)
+        if isinstance(adopted, str):
+            rank_zero_warn(f"EmbeddingProjector: the checkpoint's series does not continue here: {adopted}; "
+                           f"starting a new series for `layer={self.layer!r}`, `split={self.split!r}`, "
+                           f"`num_samples={self.num_samples}` on this data.")
             return
-        if (state["layer"], state["split"], state["split_size"]) != (self.layer, self.split, probe.split_size) or (
-                not np.array_equal(saved_index, probe.index)):
-            rank_zero_warn(
-                f"EmbeddingProjector: the checkpoint's probe set ({len(saved_index)} of {state['split_size']} "
-                f"{state['split']} inputs, layer {state['layer']!r}) does not fit `layer={self.layer!r}`, "
-                f"`split={self.split!r}`, `num_samples={self.num_samples}` on this data; starting a new series.")
-            return
-        layouts = {(int(step), str(stage)): torch.as_tensor(layout).numpy() for step, stage, layout in state["layouts"]}
-        if not fitting:
-            self._layouts.update({key: value for key, value in layouts.items() if key[1] == "fit"})
-            return
-        self._captured = {(int(step), str(stage)) for step, stage in state["captured"]}
-        self._rows = {(int(row["step"]), str(row["stage"])): dict(row) for row in state["rows"]}
-        self._layouts = layouts
-        self._requeue = [Capture(int(p["step"]), str(p["stage"]), torch.as_tensor(p["features"]).numpy(), probe.labels,
-                                 p["probe_acc"]) for p in state["pending"]]
-
-    def _last_layout(self) -> np.ndarray | None:
-        """The latest fit capture's layout: the next t-SNE starts from it, so maps keep their orientation."""
-        fits = [key for key in self._layouts if key[1] == "fit"]
-        return self._layouts[max(fits)] if fits else None
+        series, pending = adopted
+        if fitting:
+            self._series, self._requeue = series, pending
+        else:
+            self._series.layouts.update(dict(series.fit_layouts()))
 
 
 def _split_dataset(trainer: pl.Trainer, split: str) -> Any:

@@ -171,7 +171,7 @@ def test_embedding_projector_state_round_trips_through_checkpoint(tmp_path):
     assert [row["step"] for row in state["rows"]] == [0, 5, 10]
     np.testing.assert_array_equal(state["probe_index"].numpy(), callback._probe.index)
     assert state["layouts"][-1][:2] == [10, "fit"]
-    np.testing.assert_array_equal(state["layouts"][-1][2].numpy(), callback._layouts[(10, "fit")])
+    np.testing.assert_array_equal(state["layouts"][-1][2].numpy(), callback._series.layouts[(10, "fit")])
     # Loaded before its probe set is drawn, the state is kept as it came: saved again, it is the same.
     restored = EmbeddingProjector(every_n_train_steps=5, num_samples=50)
     restored.load_state_dict(state)
@@ -219,10 +219,10 @@ def test_embedding_projector_mismatched_checkpoint_probe_starts_a_new_series(tmp
     state = torch.load(tmp_path / "a.ckpt", weights_only=True)["callbacks"][first.state_key]
     other = EmbeddingProjector(every_n_train_steps=5, num_samples=80, tsne=False)
     fit(tmp_path / "b", other, max_steps=1)  # set up on the data: 80 of the 216 validation images
-    mismatch = r"probe set \(50 of 216 val inputs, layer 'fc2'\) does not fit.*num_samples=80"
+    mismatch = r"probe set \(50 of 216 val inputs, layer 'fc2'\) is not this one.*num_samples=80"
     with pytest.warns(UserWarning, match=mismatch):
         other.load_state_dict(state)
-    assert len(other._probe.index) == 80 and (5, "fit") not in other._captured
+    assert len(other._probe.index) == 80 and (5, "fit") not in other._series.captured
 
 
 def test_embedding_projector_without_logger_writes_each_run_apart(tmp_path):
@@ -428,3 +428,24 @@ def test_embedding_projector_state_dict_saves_queued_captures_which_a_resume_ana
     assert [int(row["step"]) for row in rows] == [0, 5, 10] and all(row["knn_acc_2d"] for row in rows)
     for step in (0, 5, 10):
         assert (run_dir / "run" / "embeddings" / f"tsne_fc2_step{step:07d}.png").is_file()
+
+
+def test_embedding_projector_checkpoint_of_another_layer_starts_a_new_series_without_mixing(tmp_path):
+    first = EmbeddingProjector(layer="fc1", every_n_train_steps=5, num_samples=30, tsne=False)
+    trainer, _, run_dir = fit(tmp_path, first, max_steps=5)
+    trainer.save_checkpoint(tmp_path / "fc1.ckpt")
+    second = EmbeddingProjector(every_n_train_steps=5, num_samples=30, tsne=False)
+    pl.seed_everything(0)
+    trainer = pl.Trainer(max_steps=10, accelerator="cpu", logger=TensorBoardLogger(tmp_path, name="", version="run"),
+                         callbacks=[second], enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0)
+    lightning_note = r"Please add the following callbacks: \[\"EmbeddingProjector\{'layer': 'fc1'\}"
+    with pytest.warns(UserWarning, match=lightning_note):
+        trainer.fit(LeNetClassifier(lr=1e-3), LeNetDataModule("digits", batch_size=32, val_size=0.15, seed=0),
+                    ckpt_path=tmp_path / "fc1.ckpt")
+    assert [row["tag"] for row in read_csv(run_dir / "embeddings" / "separation.csv")] == [
+        "fc2_step0000005", "fc2_step0000010"]
+    assert [row["tag"] for row in read_csv(run_dir / "embeddings_fc1" / "separation.csv")] == [
+        "fc1_step0000000", "fc1_step0000005"]
+    assert [step for step, _ in read_scalars(run_dir, "embeddings/silhouette")] == [5, 10]
+    assert [step for step, _ in read_scalars(run_dir, "embeddings_fc1/silhouette")] == [0, 5]
