@@ -139,7 +139,6 @@ class EmbeddingProjector(Callback):
         self._checkpoint_step: int | None = None  # validate/test: the step of the loaded checkpoint
         self._log_dir: Path | None = None
         self._sprite: tuple[str, tuple[int, int]] | None = None
-        self._trainer: pl.Trainer | None = None
 
     @property
     @override
@@ -153,7 +152,6 @@ class EmbeddingProjector(Callback):
             return
         capture.find_layer(pl_module, self.layer)  # a wrong name fails now, on every rank
         self._log_dir = self._run_dir(trainer)
-        self._trainer = trainer
         self._probe, self._sprite = None, None  # the data may differ from an earlier run's
 
     @staticmethod
@@ -195,6 +193,9 @@ class EmbeddingProjector(Callback):
                                                 layout=self._series.last_layout())
             for pending in self._requeue:
                 self._analysis.submit(pending)
+        elif trainer.is_global_zero:  # no t-SNE now: what was queued gets its fc2-space score
+            for pending in self._requeue:
+                self._record(trainer, Analysis(pending, tsne.separation_scores(pending.features, None, probe.labels)))
         self._requeue = []
         if trainer.is_global_zero and self.class_vectors and self._class_vectors(pl_module) is None:
             rank_zero_info(f"EmbeddingProjector: no class vectors: `class_layer` {self.class_layer!r} is not a "
@@ -284,7 +285,6 @@ class EmbeddingProjector(Callback):
         if self._analysis is not None:
             self._analysis.close()
             self._analysis = None
-        self._trainer = None
 
     # --------------------------------------------------------------- capturing
     def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -369,9 +369,9 @@ class EmbeddingProjector(Callback):
         record = analysis.capture
         tag = self._tag(record.key)
         if analysis.error is not None:
-            lost = "no 2-D scores or plot for it" if analysis.layout is None else "no plot for it"
+            step, lost = ("t-SNE", "no 2-D scores or plot") if analysis.layout is None else ("plot", "no plot")
             reason = analysis.error.strip().splitlines()[-1]
-            rank_zero_warn(f"EmbeddingProjector: t-SNE of {tag} failed ({reason}); {lost}. "
+            rank_zero_warn(f"EmbeddingProjector: {step} of {tag} failed ({reason}); {lost} for it. "
                            f"Traceback from the analysis thread:\n{analysis.error}")
         row = self._series.add(analysis, tag)
         metrics = {f"{self.name}/{name}": float(value) for name, value in row.items()

@@ -205,9 +205,12 @@ def test_embedding_projector_tsne_failure_warns_and_training_goes_on(tmp_path, m
         raise RuntimeError("simulated t-SNE failure")
 
     monkeypatch.setattr("lenet_lightning.tsne.embed_2d", broken)
-    with pytest.warns(UserWarning, match="t-SNE of fc2_step0000000 failed.*simulated"):
+    with pytest.warns(UserWarning, match="t-SNE of fc2_step0000000 failed.*simulated") as caught:
         trainer, _, run_dir = fit(tmp_path, EmbeddingProjector(every_n_train_steps=5, num_samples=30), max_steps=10)
     assert trainer.global_step == 10
+    # The warning keeps the analysis thread's traceback, down to the line that raised.
+    message = next(str(w.message) for w in caught if "fc2_step0000000" in str(w.message))
+    assert "Traceback (most recent call last)" in message and 'raise RuntimeError("simulated' in message
     rows = read_csv(run_dir / "embeddings" / "separation.csv")
     assert [int(row["step"]) for row in rows] == [0, 5, 10] and all(row["knn_acc_2d"] == "" for row in rows)
 
