@@ -12,8 +12,8 @@ training set, for each batch size (``--batch-sizes``, default 50 and 128), in th
   torchvision, 2 workers   the same with ``num_workers=2``, for reference; each pass starts its
                            workers (``persistent_workers`` is off by default), so that is timed too.
   LeNetDataModule          ``train_dataloader()`` after ``setup("fit")`` (``TensorBatchLoader``: one
-                           gather per batch from a uint8 tensor) and ``normalize``, the float batch the
-                           model receives from ``on_after_batch_transfer``.
+                           gather per batch from a uint8 tensor) and ``normalize_images``, the float
+                           batch the model standardises its inputs to.
 
 Each run draws ``--images`` images in whole batches from the start of one shuffled epoch (at most
 55,000, the datamodule's training split; torchvision's has 60,000). ``mean`` and ``std`` are the
@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from lenet_lightning.data import LeNetDataModule
+from lenet_lightning.model import normalize_images
 
 TORCHVISION_0, TORCHVISION_2, IN_MEMORY = "torchvision, 0 workers", "torchvision, 2 workers", "LeNetDataModule"
 TRAIN_IMAGES = 55_000  # LeNetDataModule's training split: 60,000 less the 5,000 held out for validation
@@ -87,7 +88,7 @@ def in_memory_seconds(datamodule: LeNetDataModule, batch_size: int, num_batches:
     start = time.perf_counter()
     for _ in range(num_batches):
         images, _ = next(batches)  # (B, 1, 28, 28) uint8
-        datamodule.normalize(images)  # (B, 1, 28, 28) float
+        normalize_images(images, datamodule.mean, datamodule.std)  # (B, 1, 28, 28) float, as the model makes it
     return time.perf_counter() - start
 
 

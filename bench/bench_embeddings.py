@@ -2,32 +2,35 @@
 
 Two measurements, each side by side in one invocation (the machine is shared and noisy):
 
-* ``capture``: a real fit with the EmbeddingProjector on, its pipeline stages wrapped in timers of
-  the process's CPU time (all threads, OpenMP's included): the probe forward pass, the projector
-  write (sprite apart, written once), t-SNE, the separation scores, and the plot. The background
-  analysis runs inline here, so that no training step's CPU time is counted in a capture's.
-  Printed per capture: cold (the first, t-SNE from PCA) apart from warm (from the previous layout).
+* ``capture``: a real fit of LeNet, paused every ``--every`` steps by this script's own callback,
+  which runs the capture pipeline through the package's public functions, as ``EmbeddingProjector``
+  does, each stage timed in the process's CPU time (all threads, OpenMP's included): the probe
+  forward pass (:func:`capture.forward_layer`), the projector write (:func:`projector.write_embedding`;
+  the sprite apart, written once), t-SNE (:func:`tsne.embed_2d`, warm-started from the previous
+  layout), the separation scores, and the plot. Printed per capture: cold (the first, t-SNE from
+  PCA) apart from warm (from the previous layout).
 * ``fit``: the same ``python cli.py fit`` run with ``--embeddings.enabled true`` and ``false``,
   interleaved as subprocesses, wall time of each and the ratio on/off.
 
     python bench/bench_embeddings.py                      # both, Fashion-MNIST, 1 epoch at batch 50
     python bench/bench_embeddings.py --part capture --steps 600
     python bench/bench_embeddings.py --part fit --repeats 2 --schedule doubling
+    python bench/bench_embeddings.py --dry-run            # a smoke check: digits, a few steps
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import Future
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -40,71 +43,68 @@ def data_args(dataset: str) -> list[str]:
     return ["--data.dataset", "digits"]
 
 
-class InlineExecutor:
-    """Runs each submitted job at once, in the caller's thread, and hands back its finished Future."""
-
-    def __init__(self, **_: object) -> None:
-        pass
-
-    def submit(self, function, *args, **kwargs) -> Future:
-        future: Future = Future()
-        future.set_result(function(*args, **kwargs))
-        return future
-
-    def shutdown(self, **_: object) -> None:
-        pass
-
-
 def bench_capture(args: argparse.Namespace) -> None:
     import lightning.pytorch as pl
     import torch
 
-    from lenet_lightning import embeddings
+    from lenet_lightning import capture, plots, projector, tsne
     from lenet_lightning.data import LeNetDataModule
-    from lenet_lightning.embeddings import EmbeddingProjector
     from lenet_lightning.model import LeNetClassifier
 
     cpu: dict[str, list[float]] = collections.defaultdict(list)
 
-    def timed(name, function):
-        @functools.wraps(function)
-        def wrapper(*a, **k):
-            start = time.process_time()
-            try:
-                return function(*a, **k)
-            finally:
-                cpu[name].append(time.process_time() - start)
-        return wrapper
+    def timed(name: str, function: Callable[..., Any], *a: Any, **k: Any) -> Any:
+        start = time.process_time()
+        try:
+            return function(*a, **k)
+        finally:
+            cpu[name].append(time.process_time() - start)
 
-    # Wrap what the callback runs, so what is timed is exactly what runs in a fit. `_capture` is the
-    # main thread's share (forward + projector write), `_analyse` the background thread's.
-    embeddings.ThreadPoolExecutor = InlineExecutor
-    EmbeddingProjector._capture = timed("capture", EmbeddingProjector._capture)
-    EmbeddingProjector._forward = timed("forward", EmbeddingProjector._forward)
-    EmbeddingProjector._analyse = timed("analyse", EmbeddingProjector._analyse)
-    embeddings.tsne.embed_2d = timed("t-SNE", embeddings.tsne.embed_2d)
-    embeddings.tsne.separation_scores = timed("scores", embeddings.tsne.separation_scores)
-    embeddings.projector.write_sprite = timed("sprite", embeddings.projector.write_sprite)
+    class Pipeline(pl.Callback):
+        """The capture pipeline, stage by stage, every ``args.every`` steps and at step 0."""
+
+        def __init__(self, probe: capture.ProbeSet, run_dir: Path) -> None:
+            self.probe, self.run_dir, self.layout = probe, run_dir, None
+            self.thumb: tuple[int, int] | None = None
+            self.perplexity = tsne.effective_perplexity(len(probe.labels), 30.0)
+
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            self.capture(trainer, pl_module)
+
+        def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+            if trainer.global_step % args.every == 0:
+                self.capture(trainer, pl_module)
+
+        def capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            probe, tag = self.probe, f"fc2_step{trainer.global_step:07d}"
+            features, logits = timed("forward", capture.forward_layer, pl_module, "fc2", probe.inputs,
+                                     pl_module.device)
+            metadata, _ = capture.probe_metadata(probe, logits)
+            if self.thumb is None:  # the probe never changes: one sprite
+                self.thumb = timed("sprite", projector.write_sprite, capture.sprite_images(probe.inputs),
+                                   self.run_dir / "projector" / "sprite.png")
+            timed("projector write", projector.write_embedding, self.run_dir, tag, features, metadata,
+                  sprite_path="projector/sprite.png", sprite_thumb_size=self.thumb)
+            self.layout = timed("t-SNE", tsne.embed_2d, features, init=self.layout, perplexity=self.perplexity,
+                                seed=0)
+            timed("scores", tsne.separation_scores, features, self.layout, probe.labels)
+            figure = timed("plot", plots.plot_embedding, self.layout, probe.labels, probe.class_names, title=tag)
+            timed("plot", plots.save_figure, figure, self.run_dir / f"tsne_{tag}.png")
 
     pl.seed_everything(0)
     dataset = "fashion_mnist" if os.path.isdir(FASHION_DIR) and args.dataset == "fashion_mnist" else "digits"
     dm = LeNetDataModule(dataset, data_dir=FASHION_DIR, download=False, batch_size=args.batch_size)
-    callback = EmbeddingProjector(every_n_train_steps=args.every, num_samples=args.num_samples, split="val")
+    dm.setup("fit")
+    probe = capture.probe_from_tensors(*dm.split_tensors("val"), dm.class_names, args.num_samples, seed=0)
     with tempfile.TemporaryDirectory() as root:
-        trainer = pl.Trainer(max_steps=args.steps, accelerator="cpu", default_root_dir=root, callbacks=[callback],
-                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                             enable_checkpointing=False)
+        trainer = pl.Trainer(max_steps=args.steps, accelerator="cpu", default_root_dir=root, logger=False,
+                             callbacks=[Pipeline(probe, Path(root))], enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0, enable_checkpointing=False)
         trainer.fit(LeNetClassifier(lr=1e-3), dm)
-    captures = len(cpu["t-SNE"])
-    stages = {
-        "forward": cpu["forward"],
-        "projector write": [c - f - a for c, f, a in zip(cpu["capture"], cpu["forward"], cpu["analyse"], strict=True)],
-        "t-SNE": cpu["t-SNE"],
-        "scores": cpu["scores"],
-        "plot": [a - t - s for a, t, s in zip(cpu["analyse"], cpu["t-SNE"], cpu["scores"], strict=True)],
-    }
-    stages["projector write"][0] -= cpu["sprite"][0]  # the sprite is written once: shown on its own
-    print(f"\ncapture pipeline, {dataset}, {captures} captures of {args.num_samples} points at most "
+    # Two plot timings a capture (draw, save): summed.
+    cpu["plot"] = [a + b for a, b in zip(cpu["plot"][::2], cpu["plot"][1::2], strict=True)]
+    stages = {name: cpu[name] for name in ("forward", "projector write", "t-SNE", "scores", "plot")}
+    print(f"\ncapture pipeline, {dataset}, {len(cpu['t-SNE'])} captures of {len(probe.labels)} points "
           f"(torch {torch.__version__}, {os.cpu_count()} cpus, {torch.get_num_threads()} torch threads)")
     print(f"{'stage':<16}{'cold CPU s':>12}{'warm CPU s (mean)':>20}")
     for name, values in stages.items():
@@ -121,6 +121,7 @@ def bench_fit(args: argparse.Namespace) -> None:
         "--model.lr", "0.001", "--trainer.max_epochs", str(args.epochs), "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--embeddings.every_n_train_steps", str(args.every),
         "--embeddings.num_samples", str(args.num_samples), "--embeddings.schedule", args.schedule,
+        *(["--trainer.max_steps", str(args.steps)] if args.dry_run else []),
     ]
     walls: dict[str, list[float]] = {"off": [], "on": []}
     captures = 0
@@ -152,7 +153,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500, help="training steps of the capture benchmark")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of each fit in the fit benchmark")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved off/on pairs in the fit benchmark")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="digits, 4 steps, 60 points, 1 repeat: checks the script runs")
     args = parser.parse_args()
+    if args.dry_run:
+        args.dataset, args.steps, args.every, args.num_samples, args.repeats = "digits", 4, 2, 60, 1
     if args.part in ("capture", "both"):
         bench_capture(args)
     if args.part in ("fit", "both"):

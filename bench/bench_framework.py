@@ -7,7 +7,7 @@ size (``--batch-sizes``, default 50 and 128) it runs, in this one process:
   plain loop       ``LeNet()`` in train mode, ``Adam(lr=1e-3, fused=True)`` (the package's optimizer),
                    ``F.cross_entropy`` on the logits;
                    batches from the package's own ``TensorBatchLoader`` over the datamodule's
-                   training split, normalised by ``LeNetDataModule.normalize``: the very tensors the
+                   training split, standardised by ``normalize_images``: the very tensors the
                    trainer receives.
   cli.py fit       ``cli_main(["fit", ...])``: same dataset, batch size and lr, ``--embeddings.enabled
                    false``, no validation, no checkpointing, ``--trainer.accelerator cpu``, and
@@ -65,7 +65,7 @@ except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from lenet_lightning.cli import cli_main
 from lenet_lightning.data import EpochShuffle, LeNetDataModule, TensorBatchLoader
-from lenet_lightning.model import LeNet
+from lenet_lightning.model import LeNet, normalize_images
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 LR = 1e-3
@@ -187,7 +187,7 @@ def plain_loop(datamodule: LeNetDataModule, images: torch.Tensor, labels: torch.
     timed_images = 0
     for step in range(1, warmup + steps + 1):
         batch_images, batch_labels = next(batches)
-        inputs = datamodule.normalize(batch_images)  # (B, 1, 28, 28) float, as on_after_batch_transfer gives
+        inputs = normalize_images(batch_images, datamodule.mean, datamodule.std)  # (B, 1, 28, 28) float
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(model(inputs), batch_labels)
         optimizer.zero_grad(set_to_none=True)

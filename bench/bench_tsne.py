@@ -19,6 +19,7 @@ Usage::
     python bench/bench_tsne.py                      # about 2 minutes on 2 cores
     python bench/bench_tsne.py --skip-notebook --repeats 3 --cache /tmp/captures.npz
     python bench/bench_tsne.py --threads 0          # every t-SNE on all cores
+    python bench/bench_tsne.py --dry-run            # a smoke check
 """
 
 from __future__ import annotations
@@ -154,7 +155,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="OpenMP threads and n_jobs of every t-SNE (embed_2d's default 1; 0: all cores)")
     parser.add_argument("--skip-notebook", action="store_true", help="skip (a), 5000 iterations")
     parser.add_argument("--cache", type=Path, default=None, help=".npz to reuse captures from (or save to)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="100 points, 20 steps, no notebook run: checks the script runs")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        args.points, args.steps, args.every, args.repeats, args.skip_notebook = 100, 20, 10, 1, True
 
     t0 = time.perf_counter()
     if args.cache is not None and args.cache.exists():

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from lenet_lightning import preflight
+from lenet_lightning.capture import find_layer
 from lenet_lightning.data import LeNetDataModule
 from lenet_lightning.embeddings import EmbeddingProjector
 from lenet_lightning.logger import ClaimingTensorBoardLogger
@@ -137,7 +138,12 @@ class SaveConfigBesideEarlier(SaveConfigCallback):
 class LeNetCLI(LightningCLI):
     """LightningCLI with the projector callback as its own ``embeddings`` group, the data's class
     count linked into the model, paths made absolute at parse time, and each run's inputs checked
-    before it writes anything."""
+    before it writes anything.
+
+    ``EmbeddingProjector`` entries in ``trainer.callbacks`` (YAML ``class_path``/``init_args``, or
+    ``--trainer.callbacks+=``) work as for any callback. The ``embeddings`` group's instance joins
+    them unless it is disabled or one of them captures the same layer; disabled entries are left out.
+    """
 
     @override
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
@@ -186,13 +192,22 @@ class LeNetCLI(LightningCLI):
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        # The model exists now and the Trainer does not yet: a bad `--embeddings.layer` fails here,
-        # in one line, before the Trainer prints or writes anything.
-        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        for callback in [config["embeddings"], *(config["trainer"].get("callbacks") or [])]:
-            if isinstance(callback, EmbeddingProjector) and callback.enabled:
-                self._exit_on_error(callback.check_layer, self.model)
-        return super().instantiate_trainer(**kwargs)
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        listed = config.get("callbacks") or []
+        config["callbacks"] = [c for c in (listed if isinstance(listed, list) else [listed]) if _active(c)]
+        layers = [c.layer for c in config["callbacks"] if isinstance(c, EmbeddingProjector)]
+        if len(layers) != len(set(layers)):
+            raise ValueError(f"Expected each EmbeddingProjector in `trainer.callbacks` to capture its own layer, "
+                             f"but got layers {layers}; give each a different `layer`.")
+        groups = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        # The group's projector steps aside for a listed one of the same layer: one state_key each.
+        extra = [c for c in groups if _active(c) and not (isinstance(c, EmbeddingProjector) and c.layer in layers)]
+        # The model exists now and the Trainer does not yet: a bad layer fails here, in one line,
+        # before the Trainer prints or writes anything.
+        for callback in [*config["callbacks"], *extra]:
+            if isinstance(callback, EmbeddingProjector):
+                find_layer(self.model, callback.layer)
+        return self._instantiate_trainer(config, extra)
 
     def _exit_on_error(self, check: Any, *args: Any) -> None:
         """Runs ``check(*args)``; a ``ValueError`` or ``TypeError`` ends the command with its message
@@ -260,6 +275,11 @@ def _quiet_upstream_noise() -> None:
     # Lightning 2.6 on torch >= 2.10 calls a deprecated pytree API: upstream's to fix, not the user's.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+
+
+def _active(callback: object) -> bool:
+    """Everything but a disabled EmbeddingProjector, which would do nothing but claim its state_key."""
+    return not (isinstance(callback, EmbeddingProjector) and not callback.enabled)
 
 
 def cli_main(args: list[str] | None = None) -> LeNetCLI:

@@ -8,9 +8,9 @@ whole dataset lives on the device, so a batch is one indexing kernel with no hos
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
 import numpy as np
@@ -44,6 +44,28 @@ _TORCHVISION_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 # The bundled digits have no official test split: a fixed, stratified 20% (360 images) is it.
 _DIGITS_TEST_SIZE = 360
 _DIGITS_SPLIT_SEED = 0
+
+
+@runtime_checkable
+class InMemoryImages(Protocol):
+    """Data that holds each split in memory as ``uint8`` image tensors: the fast path of the
+    projector's probe set and of the model's input statistics. Any other data works through its
+    dataloaders' map-style datasets instead.
+
+    ``class_names`` names the classes in label order; ``split_tensors(split)`` returns the whole
+    split as ``(images uint8 (N, C, H, W), labels int64 (N,))`` on the CPU; ``pixel_stats()`` the
+    training split's pixel mean and standard deviation, on the [0, 1] scale.
+
+    Example:
+        >>> isinstance(LeNetDataModule("digits"), InMemoryImages)
+        True
+    """
+
+    class_names: Sequence[str]
+
+    def split_tensors(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def pixel_stats(self) -> tuple[float, float]: ...
 
 
 def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -128,7 +150,10 @@ class TensorBatchLoader:
 
 
 class LeNetDataModule(pl.LightningDataModule):
-    """MNIST, Fashion-MNIST or the bundled digits as 28x28 ``uint8`` tensors, normalised per batch.
+    """MNIST, Fashion-MNIST or the bundled digits as 28x28 ``uint8`` tensors (an :class:`InMemoryImages`).
+
+    Batches stay ``uint8``: the model standardises its inputs itself (see
+    :class:`lenet_lightning.model.LeNetClassifier`), with the statistics of :meth:`pixel_stats`.
 
     Args:
         dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"digits"`` (scikit-learn's 1,797 bundled
@@ -279,9 +304,11 @@ class LeNetDataModule(pl.LightningDataModule):
             raise ValueError(f"Expected `split` to be one of {sorted(self._splits)}, but got {split!r}.")
         return self._splits[split]
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """``uint8`` images to the float inputs the model trains on, on their own device."""
-        return images.float().mul_(1.0 / (255.0 * self.std)).sub_(self.mean / self.std)
+    def pixel_stats(self) -> tuple[float, float]:
+        """The training split's pixel mean and standard deviation, on the [0, 1] scale."""
+        if not self._splits:
+            self.setup("fit")
+        return self.mean, self.std
 
     def _loader(self, split: Split, batch_size: int, train: bool) -> TensorBatchLoader:
         trainer = self.trainer
@@ -315,7 +342,7 @@ class LeNetDataModule(pl.LightningDataModule):
         images, labels = batch
         if self.augment and self.trainer is not None and self.trainer.training:
             images = random_shift(images, max_shift=2)
-        return self.normalize(images), labels
+        return images, labels
 
 
 def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:

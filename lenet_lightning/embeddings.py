@@ -1,89 +1,102 @@
-"""The ``EmbeddingProjector`` callback: watch what ``fc2`` learns, capture by capture.
+"""The ``EmbeddingProjector`` callback: watch what a layer learns, capture by capture.
 
-It decides *when* to capture and *what*; the heavy lifting lives in pure modules:
-:mod:`lenet_lightning.projector` writes TensorBoard Projector files, :mod:`lenet_lightning.tsne`
-maps and scores, :mod:`lenet_lightning.plots` draws.
+It decides *when* to capture, *what*, and *where* it goes. The work is done elsewhere:
+:mod:`lenet_lightning.capture` (probe set, forward pass, metadata, sprite images),
+:mod:`lenet_lightning.analysis` (the background t-SNE queue), :mod:`lenet_lightning.projector`
+(TensorBoard Projector files), :mod:`lenet_lightning.tsne` and :mod:`lenet_lightning.plots`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import csv
-import io
 import math
 import os
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from threadpoolctl import threadpool_limits
-from torch import nn
+from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lenet_lightning import plots, projector, tsne
-from lenet_lightning.atomic import write_atomically
-from lenet_lightning.data import stratified_subset
+from lenet_lightning import capture, plots, projector, tsne
+from lenet_lightning.analysis import Analysis, BackgroundAnalysis, Capture, CaptureKey
+from lenet_lightning.data import InMemoryImages
+from lenet_lightning.series import Series, write_scores_csv
 
 Schedule = Literal["fixed", "doubling"]
 ProbeSplit = Literal["train", "val", "test"]
-SCORE_COLUMNS = ("tag", "step", "probe_acc", "silhouette", "knn_acc_2d", "trustworthiness")
-_FORWARD_CHUNK = 100  # probe images per forward pass: the fastest on 2 CPU cores (cache-sized activations)
+DEFAULT_LAYER = "fc2"
 
 
 class EmbeddingProjector(Callback):
-    """Sends a layer's activations on a fixed probe set to TensorBoard's Projector as training goes.
+    """Sends a layer's output on a fixed probe set to TensorBoard's Projector as training goes.
 
-    Each capture also gets a t-SNE plot and separation scores, and the run an evolution image.
+    Each capture also gets a t-SNE plot and separation scores, and the run an evolution image; in
+    TensorBoard, each capture's entry opens labelled by class, with a bookmark that shows its t-SNE
+    map, and the plots are in the Images tab.
+
+    Works with any LightningModule and any map-style dataset of ``(input, target)`` pairs. The probe
+    set is ``dataset`` when given, else the ``split``'s data: from the datamodule's tensors when it
+    is an :class:`~lenet_lightning.data.InMemoryImages` (``LeNetDataModule``), else from the
+    dataset of the trainer's (or the datamodule's) ``split`` dataloader. Image inputs get sprite
+    thumbnails; ``predicted``, ``correct`` and ``confidence`` appear when the model returns one
+    logit per class.
 
     A capture runs on global rank 0 only, in eval mode and without gradients, at step 0 (before any
     update), at every scheduled step, and at the end of fit; ``validate`` and ``test`` capture once.
     It draws no random numbers, so training is unchanged by it. t-SNE, scores and plots run in a
-    background thread at the lowest CPU priority, one capture after another (each starts from the
-    previous layout); the end of fit waits, with a message, for those still queued. Where captures
-    come faster than t-SNE (a GPU, small ``every_n_train_steps``), ``schedule="doubling"`` keeps
-    the queue short.
+    background thread at the lowest CPU priority (:class:`~lenet_lightning.analysis.BackgroundAnalysis`),
+    one capture after another, each starting from the previous layout; they get every core when
+    training pauses for validation and at the end. A checkpoint holds the captures still queued, and
+    a resume analyses them. A capture whose files cannot be written is skipped with a warning:
+    the run goes on.
+
+    Several instances coexist when they capture different layers (``state_key`` holds the layer).
+    The ``fc2`` series writes its plots to ``<log_dir>/embeddings`` and logs ``embeddings/*``
+    scalars; another layer's, to ``embeddings_<layer>``.
 
     Args:
         enabled: Turn the callback off without removing it (``--embeddings.enabled false``).
-        layer: Name of the submodule whose output is captured (``fc2``: the 10-d logits), in the
-            LightningModule's ``model`` when it has one, else in the LightningModule.
+        layer: Name of the submodule whose output is captured (``fc2``: LeNet's 10-d logits), in the
+            LightningModule, or in its ``model`` when it has one.
         every_n_train_steps: Capture every this many optimizer steps (0: only at start and end).
         schedule: ``"fixed"`` captures every ``every_n_train_steps``; ``"doubling"`` captures at
             n, 2n, 4n, 8n, ... steps: dense early, when the representation changes fastest.
-        num_samples: Size of the probe set (the notebook plotted 2,000): stratified across classes,
-            seeded, the same points in the same order at every capture and on every rank.
-        split: The split the probe set is drawn from.
-        sprites: Show each point as its image thumbnail in the Projector.
+        num_samples: Size of the probe set: stratified across classes, seeded, the same points in
+            the same order at every capture and on every rank.
+        split: The split the probe set is drawn from (``train``, ``val`` or ``test``).
+        sprites: Show each image point as its thumbnail in the Projector.
         tsne: Run t-SNE, plots and 2-D scores for each capture.
         perplexity: t-SNE perplexity; lowered with a warning when the probe set is too small.
-        class_vectors: Also send ``fc2.weight``'s rows (one vector per class) as their own entry.
-        dirpath: Folder for plots and ``separation.csv``; default ``<log_dir>/embeddings``. Projector
-            files always go in the log directory itself, where TensorBoard looks for them (with
-            ``logger=False``: a new ``<default_root_dir>/embeddings/version_N`` for each run).
+        class_vectors: Also send ``class_layer``'s weight rows (one vector per class) as their own
+            entry, and plot their similarities at the end.
+        class_layer: The linear layer with one row per class (skipped, with a note, otherwise).
+        dirpath: Folder for plots and ``separation.csv``; default ``<log_dir>/embeddings`` (see
+            above). Projector files always go in the log directory itself, where TensorBoard looks
+            (with ``logger=False``: a new ``<default_root_dir>/embeddings/version_N`` for each run).
         seed: Seeds the probe set and t-SNE (0 to 2**32 - 1).
+        dataset: A map-style dataset of ``(input, target)`` pairs to draw the probe set from,
+            instead of ``split``'s data.
         plot_format: File format of the plots: ``"png"``, ``"svg"`` or ``"pdf"`` (for papers and slides).
         plot_dpi: Resolution of the plots, in dots per inch.
 
     Raises:
-        ValueError: An argument is out of range (at construction), or ``layer`` names no submodule
-            of the model (at setup).
+        ValueError: An argument is out of range (at construction), ``layer`` names no submodule of
+            the model (at setup), or there is no data to draw the probe set from (at the first capture).
 
     Example:
-        >>> trainer = pl.Trainer(callbacks=[EmbeddingProjector(every_n_train_steps=50)])  # doctest: +SKIP
+        >>> callback = EmbeddingProjector(layer="fc1", every_n_train_steps=50)
+        >>> callback.state_key
+        "EmbeddingProjector{'layer': 'fc1'}"
     """
 
     def __init__(
         self,
         enabled: bool = True,
-        layer: str = "fc2",
+        layer: str = DEFAULT_LAYER,
         every_n_train_steps: int = 100,
         schedule: Schedule = "fixed",
         num_samples: int = 2000,
@@ -92,8 +105,10 @@ class EmbeddingProjector(Callback):
         tsne: bool = True,
         perplexity: float = 30.0,
         class_vectors: bool = True,
+        class_layer: str = DEFAULT_LAYER,
         dirpath: str | None = None,
         seed: int = 0,
+        dataset: Dataset | None = None,
         plot_format: plots.PlotFormat = "png",
         plot_dpi: int = 100,
     ) -> None:
@@ -104,66 +119,53 @@ class EmbeddingProjector(Callback):
             raise ValueError(f"Expected `schedule` to be 'fixed' or 'doubling', but got {schedule!r}.")
         if split not in ("train", "val", "test"):
             raise ValueError(f"Expected `split` to be 'train', 'val' or 'test', but got {split!r}.")
-        if not isinstance(layer, str) or not layer.strip():
-            raise ValueError(f"Expected `layer` to name a submodule such as 'fc2', but got {layer!r}.")
+        for name, value in (("layer", layer), ("class_layer", class_layer)):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"Expected `{name}` to name a submodule such as 'fc2', but got {value!r}.")
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             raise ValueError(f"Expected `seed` to be an integer in [0, 2**32), but got {seed!r}.")
         if isinstance(perplexity, bool) or not (isinstance(perplexity, (int, float)) and math.isfinite(perplexity)
                                                 and perplexity > 0):
             raise ValueError(f"Expected `perplexity` to be a positive number, but got {perplexity!r}.")
+        if dataset is not None and not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(f"Expected `dataset` to be a map-style dataset of (input, target) pairs, "
+                            f"but got {type(dataset).__name__}.")
         self.enabled, self.layer, self.schedule = enabled, layer, schedule
         self.every_n_train_steps = every_n_train_steps
         self.num_samples, self.split, self.seed = num_samples, split, seed
-        self.sprites, self.tsne, self.perplexity, self.class_vectors = sprites, tsne, float(perplexity), class_vectors
-        self.dirpath = dirpath
+        self.sprites, self.tsne, self.perplexity = sprites, tsne, float(perplexity)
+        self.class_vectors, self.class_layer = class_vectors, class_layer
+        self.dirpath, self.dataset = dirpath, dataset
         self.plot_format, self.plot_dpi = plots.check_plot_format(plot_format), plots.check_dpi(plot_dpi)
-        # Restored from checkpoints: the probe set and the series so far.
-        self._probe_index: np.ndarray | None = None
-        self._captured_steps: set[int] = set()
-        self._scores: dict[str, dict[str, Any]] = {}
-        self._layouts: dict[str, np.ndarray] = {}
-        self._last_layout: np.ndarray | None = None
+        # Names the plot folder and the scalars: `embeddings` for the default layer.
+        self.name = "embeddings" if layer == DEFAULT_LAYER else f"embeddings_{projector.safe_tag(layer)}"
+        self._series = Series()  # saved in checkpoints
+        self._loaded: dict[str, Any] | None = None  # a checkpoint's state, until the probe set is known
         # Per run.
-        self._split_size = 0
-        self._perplexity = self.perplexity
+        self._probe: capture.ProbeSet | None = None
+        self._perplexity = self.perplexity  # fitted to the probe set when it is drawn
+        self._analysis: BackgroundAnalysis | None = None
+        self._requeue: list[Capture] = []
         self._checkpoint_step: int | None = None  # validate/test: the step of the loaded checkpoint
-        self._analysis_threads = 1
         self._log_dir: Path | None = None
-        self._trainer: pl.Trainer | None = None
         self._sprite: tuple[str, tuple[int, int]] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: list[tuple[Future, dict[str, Any]]] = []
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(layer=self.layer)
 
     # ------------------------------------------------------------------ setup
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not self.enabled:
             return
-        self.check_layer(pl_module)
-        datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "split_tensors"):
-            raise ValueError(
-                "Expected a LeNetDataModule (or a datamodule with `split_tensors`, `normalize` and "
-                f"`class_names`) for the embeddings callback, but got {type(datamodule).__name__}; "
-                "pass one, or set `--embeddings.enabled false`."
-            )
+        capture.find_layer(pl_module, self.layer)  # a wrong name fails now, on every rank
         self._log_dir = self._run_dir(trainer)
-        self._trainer = trainer
-        self._analysis_threads = 1
-        self._sprite = None  # written once per run folder
-        images, labels_tensor = datamodule.split_tensors(self.split)
-        labels = labels_tensor.numpy()
-        self._split_size = len(labels)
-        # One image through the network on every rank: a layer outside the forward path fails here,
-        # before training, and on all ranks alike.
-        self._forward(trainer, pl_module, datamodule, images[:1])
-        if self._probe_index is None or len(self._probe_index) != min(self.num_samples, self._split_size):
-            self._probe_index = stratified_subset(labels, self.num_samples, self.seed)
-        if trainer.is_global_zero and self.tsne:
-            self._perplexity = tsne.effective_perplexity(len(self._probe_index), self.perplexity)
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsne",
-                                                    initializer=_yield_cpu_to_training)
+        if trainer.is_global_zero:  # before this run writes there: what a killed run left half-written
+            other = [self.plot_dir, *(cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath)]
+            projector.remove_leftovers(self._log_dir, other)
+        self._probe, self._sprite = None, None  # the data may differ from an earlier run's
 
     @staticmethod
     def _run_dir(trainer: pl.Trainer) -> Path:
@@ -186,26 +188,45 @@ class EmbeddingProjector(Callback):
         """Where plots and ``separation.csv`` go."""
         if self._log_dir is None:
             raise RuntimeError("The embeddings callback has not been set up by a Trainer yet.")
-        return self._log_dir / "embeddings" if self.dirpath is None else _absolute(self.dirpath)
+        return self._log_dir / self.name if self.dirpath is None else _absolute(self.dirpath)
 
-    @staticmethod
-    def _network(pl_module: pl.LightningModule) -> nn.Module:
-        """The network captured: the LightningModule's ``model`` when it has one (LeNet), else itself."""
-        model = getattr(pl_module, "model", None)
-        return model if isinstance(model, nn.Module) else pl_module
+    def _ensure_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> capture.ProbeSet:
+        """The probe set, drawn at the run's first capture on every rank (no collectives), checked by
+        one input through the model, then reconciled with a loaded checkpoint's series."""
+        if self._probe is not None:
+            return self._probe
+        probe = self._draw_probe(trainer)
+        capture.forward_layer(pl_module, self.layer, probe.inputs[:1], pl_module.device)  # in the forward path?
+        self._probe = probe
+        if self._loaded is not None:
+            self._adopt(self._loaded, fitting=trainer.state.fn == "fit")
+        if trainer.is_global_zero and self.tsne and self._analysis is None:
+            self._perplexity = tsne.effective_perplexity(len(probe.labels), self.perplexity)
+            self._analysis = BackgroundAnalysis(self._perplexity, self.seed, draw=self._draw_map,
+                                                layout=self._series.last_layout())
+            for pending in self._requeue:
+                self._analysis.submit(pending)
+        elif trainer.is_global_zero:  # no t-SNE now: what was queued gets its fc2-space score
+            for pending in self._requeue:
+                self._record(trainer, Analysis(pending, tsne.separation_scores(pending.features, None, probe.labels)))
+        self._requeue = []
+        if trainer.is_global_zero and self.class_vectors and self._class_vectors(pl_module) is None:
+            rank_zero_info(f"EmbeddingProjector: no class vectors: `class_layer` {self.class_layer!r} is not a "
+                           f"linear layer with one row per class ({len(probe.class_names)}).")
+        return probe
 
-    def check_layer(self, pl_module: pl.LightningModule) -> None:
-        """Raises ``ValueError`` unless ``layer`` names a submodule of the model: the CLI calls it
-        before anything is written, ``setup`` for everyone else."""
-        self._find_layer(self._network(pl_module))
-
-    def _find_layer(self, network: nn.Module) -> nn.Module:
-        try:
-            return network.get_submodule(self.layer)
-        except AttributeError:
-            names = ", ".join(name for name, _ in network.named_modules() if name)
-            raise ValueError(f"Expected `layer` to name a submodule of the model, but got {self.layer!r}; "
-                             f"choose one of: {names}.") from None
+    def _draw_probe(self, trainer: pl.Trainer) -> capture.ProbeSet:
+        datamodule = trainer.datamodule
+        if self.dataset is None and isinstance(datamodule, InMemoryImages):  # the fast path: tensors in memory
+            images, labels = datamodule.split_tensors(self.split)
+            return capture.probe_from_tensors(images, labels, datamodule.class_names, self.num_samples, self.seed)
+        dataset = self.dataset if self.dataset is not None else _split_dataset(trainer, self.split)
+        if dataset is None:
+            raise ValueError(
+                f"Expected {self.split} data to draw the embeddings probe set from (`split={self.split!r}`), "
+                "but the trainer has no such dataloader; pass `EmbeddingProjector(dataset=...)`, or choose "
+                "another `split`.")
+        return capture.probe_from_dataset(dataset, self.num_samples, self.seed)
 
     # ------------------------------------------------------------ when to capture
     def _due(self, step: int) -> bool:
@@ -222,7 +243,7 @@ class EmbeddingProjector(Callback):
         # Step 0 before any update; after a resume, the checkpoint's own step (the end-of-fit capture
         # of the earlier run came after its last checkpoint, so the state may not list it).
         if self.enabled:
-            self._capture_train(trainer, pl_module)
+            self._capture(trainer, pl_module, "fit")
 
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
@@ -230,15 +251,33 @@ class EmbeddingProjector(Callback):
         if not self.enabled:
             return
         if self._due(trainer.global_step):
-            self._capture_train(trainer, pl_module)
-        self._collect(trainer, wait=False)
+            self._capture(trainer, pl_module, "fit")
+        if self._analysis is not None:
+            self._record_all(trainer, self._analysis.poll())
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled or trainer.sanity_checking:
+            return
+        if trainer.state.fn == "validate":
+            self._capture(trainer, pl_module, "validate")
+            self._finish(trainer, pl_module)
+        elif self._analysis is not None:
+            # Training is paused: the queued analyses get every core now, and the checkpoint saved
+            # after this hook (checkpoint callbacks run last) holds them all.
+            self._drain(trainer)
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.enabled:
-            return
-        self._capture_train(trainer, pl_module)
-        self._finish(trainer, pl_module, evolution=True)
+        if self.enabled:
+            self._capture(trainer, pl_module, "fit")
+            self._finish(trainer, pl_module, evolution=True)
+
+    @override
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled:
+            self._capture(trainer, pl_module, "test")
+            self._finish(trainer, pl_module)
 
     @override
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -246,244 +285,170 @@ class EmbeddingProjector(Callback):
         # Lightning restores `global_step` only when fitting; validate/test name the checkpoint's.
         self._checkpoint_step = None if trainer.state.fn == "fit" else checkpoint.get("global_step")
 
-    def _step(self, trainer: pl.Trainer) -> int:
-        if trainer.state.fn != "fit" and self._checkpoint_step is not None:
-            return self._checkpoint_step
-        return trainer.global_step
-
-    @override
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.enabled and trainer.state.fn == "validate":
-            self._capture(trainer, pl_module, stage="validate")
-            self._finish(trainer, pl_module)
-
-    @override
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.enabled:
-            self._capture(trainer, pl_module, stage="test")
-            self._finish(trainer, pl_module)
-
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._stop_analysis()
+        self._close()
         self._checkpoint_step = None
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # A failed or interrupted run should exit now, not after the queued t-SNE jobs.
-        self._stop_analysis()
+        self._close()  # a failed or interrupted run should exit now, not after the queued t-SNE jobs
 
-    def _stop_analysis(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
-        self._pending = []
-        self._trainer = None
+    def _close(self) -> None:
+        if self._analysis is not None:
+            self._analysis.close()
+            self._analysis = None
 
     # --------------------------------------------------------------- capturing
-    def _capture_train(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        step = trainer.global_step
-        if step not in self._captured_steps:
-            self._captured_steps.add(step)
-            self._capture(trainer, pl_module)
-
-    @torch.no_grad()
-    def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str | None = None) -> None:
-        """Forward the probe set, write its projector entry, and queue t-SNE: rank 0 only, no
-        collectives (the other ranks go on training and meet rank 0 at the next all-reduce)."""
+    def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Forwards the probe set, writes its projector entry and queues its analysis: rank 0 only,
+        no collectives (the other ranks go on training and meet rank 0 at the next all-reduce)."""
+        step = trainer.global_step if stage == "fit" or self._checkpoint_step is None else self._checkpoint_step
+        key = (step, stage)
+        if stage == "fit" and key in self._series.captured:
+            return
+        probe = self._ensure_probe(trainer, pl_module)
+        self._series.captured.add(key)
         if not trainer.is_global_zero:
             return
-        datamodule = trainer.datamodule
-        images, labels = self._probe(datamodule)
-        features, logits = self._forward(trainer, pl_module, datamodule, images)
-        probabilities = torch.softmax(logits.float(), dim=1).numpy()
-        predicted = probabilities.argmax(axis=1)
-        labels_np = labels.numpy()
-        names = list(datamodule.class_names)
-        step = self._step(trainer)
-        probe_acc = float((predicted == labels_np).mean())
-        suffix = f"{stage}_step{step:07d}" if stage else f"step{step:07d}"
-        tag = f"{self.layer}_{suffix}"
-        run_dir = self._log_dir
-        assert run_dir is not None
-        sprite_path, thumb = self._write_sprite_once(run_dir, images) if self.sprites else (None, None)
-        metadata = {
-            "label": [names[i] for i in labels_np],
-            "predicted": [names[i] for i in predicted],
-            "correct": ["yes" if ok else "no" for ok in predicted == labels_np],
-            "confidence": [f"{p:.3f}" for p in probabilities.max(axis=1)],
-            "index": [str(i) for i in self._probe_index],
-        }
-        projector.write_embedding(run_dir, tag, features, metadata, sprite_path=sprite_path, sprite_thumb_size=thumb)
-        weight = self._class_vectors(pl_module)
-        if weight is not None:
-            projector.write_embedding(run_dir, f"fc2.weight_{suffix}", weight, names)
-        row = {"tag": tag, "step": step, "probe_acc": probe_acc}
-        if self._executor is None:
-            row.update(tsne.separation_scores(features, None, labels_np))
-            self._record(trainer, row)
-            return
-        title = f"{f'{stage}, ' if stage else ''}step {step} · probe acc {probe_acc:.3f}"
-        future = self._executor.submit(
-            self._analyse, features, labels_np, names, row, title, self.plot_dir / f"tsne_{tag}.{self.plot_format}")
-        self._pending.append((future, row))
+        with trainer.precision_plugin.forward_context():
+            features, outputs = capture.forward_layer(pl_module, self.layer, probe.inputs, pl_module.device)
+        metadata, probe_acc = capture.probe_metadata(probe, outputs)
+        self._write_entries(pl_module, key, features, metadata)
+        record = Capture(step, stage, features, probe.labels, probe_acc)
+        if self._analysis is None:
+            self._record(trainer, Analysis(record, tsne.separation_scores(features, None, probe.labels)))
+        else:
+            self._analysis.submit(record)
 
-    def _probe(self, datamodule: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = datamodule.split_tensors(self.split)
-        index = torch.from_numpy(np.asarray(self._probe_index, dtype=np.int64))
-        return images[index], labels[index]
-
-    def _forward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule: Any,
-                 images: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-        """The layer's output (N, D) and the logits (N, C), in eval mode, from a copy of the network:
-        the live model is never touched. On the CPU the copy runs in channels_last, which oneDNN
-        convolves about twice as fast (0.36 s against 0.72 s for 2,000 probe images on 2 cores)."""
-        network = self._network(pl_module)
-        live = network is pl_module  # a LightningModule without `model`: run it, restoring its modes
-        modes = {module: module.training for module in network.modules()} if live else {}
-        if not live:
-            network = copy.deepcopy(network)
-            if pl_module.device.type == "cpu":
-                network = network.to(memory_format=torch.channels_last)
-        network.eval()
-        captured: list[torch.Tensor] = []
-        handle = self._find_layer(network).register_forward_hook(
-            lambda module, inputs, output: captured.append(output.detach().flatten(1).float().cpu()))
+    def _write_entries(self, pl_module: pl.LightningModule, key: CaptureKey, features: np.ndarray,
+                       metadata: dict[str, list[str]]) -> None:
+        """The capture's projector entry, and the class vectors' beside it. A write that fails costs
+        this capture its entries, not the run."""
+        assert self._log_dir is not None and self._probe is not None  # set up, and the probe drawn
+        tag = self._tag(key)
         try:
-            logits = []
-            with trainer.precision_plugin.forward_context():
-                for chunk in images.split(_FORWARD_CHUNK):
-                    inputs = datamodule.normalize(chunk.to(pl_module.device))
-                    logits.append(network(inputs).float().cpu())
-        finally:
-            handle.remove()
-            for module, training in modes.items():
-                module.training = training
-        if len(captured) != len(logits):
-            raise ValueError(f"Expected `layer` {self.layer!r} to run once per forward pass, but it ran "
-                             f"{len(captured)} times in {len(logits)}; choose a layer of the forward path.")
-        return torch.cat(captured).numpy(), torch.cat(logits)
+            sprite_path, thumb = self._write_sprite_once() if self.sprites else (None, None)
+            projector.write_embedding(self._log_dir, tag, features, metadata, sprite_path=sprite_path,
+                                      sprite_thumb_size=thumb)
+            weight = self._class_vectors(pl_module)
+            if weight is not None:
+                suffix = tag.removeprefix(f"{self.layer}_")
+                projector.write_embedding(self._log_dir, f"{self.class_layer}.weight_{suffix}", weight,
+                                          list(self._probe.class_names))
+        except OSError as err:
+            rank_zero_warn(f"EmbeddingProjector: could not write the projector entry {tag} ({err}); "
+                           "skipped it, training goes on.")
 
-    def _class_vectors(self, pl_module: pl.LightningModule) -> np.ndarray | None:
-        if not self.class_vectors:
-            return None
-        fc2 = getattr(self._network(pl_module), "fc2", None)
-        return fc2.weight.detach().float().cpu().numpy() if isinstance(fc2, nn.Linear) else None  # (C, 1024)
-
-    def _write_sprite_once(self, run_dir: Path, images: torch.Tensor) -> tuple[str, tuple[int, int]]:
-        """The probe images never change, so neither does their sprite: written once per run."""
+    def _write_sprite_once(self) -> tuple[str | None, tuple[int, int] | None]:
+        """The probe never changes within a run, so neither does its sprite: written once. Inputs
+        that are not images get none."""
+        assert self._log_dir is not None and self._probe is not None
         if self._sprite is None:
-            path = run_dir / "projector" / "sprite.png"
-            thumb = projector.write_sprite(images.squeeze(1).numpy(), path)
-            self._sprite = (str(path), thumb)
+            images = capture.sprite_images(self._probe.inputs)
+            if images is None:
+                return None, None
+            name = "sprite.png" if self.layer == DEFAULT_LAYER else f"sprite_{projector.safe_tag(self.layer)}.png"
+            path = self._log_dir / "projector" / name
+            self._sprite = (str(path), projector.write_sprite(images, path))
         return self._sprite
 
-    # ------------------------------------------------------- background analysis
-    def _analyse(self, features: np.ndarray, labels: np.ndarray, names: list[str], row: dict[str, Any],
-                 title: str, png: Path) -> dict[str, Any]:
-        """t-SNE (warm-started from the previous capture), scores and the plot, off the training loop.
+    def _class_vectors(self, pl_module: pl.LightningModule) -> np.ndarray | None:
+        if not self.class_vectors or self._probe is None:
+            return None
+        return capture.class_vectors(pl_module, self.class_layer, len(self._probe.class_names))  # (C, D)
 
-        One thread while training runs, every core once it has ended. A failure costs this capture its
-        plot, not the run.
-        """
-        threads = self._analysis_threads
-        try:
-            # `self._perplexity` already fits the probe set (warned once, in setup).
-            with threadpool_limits(limits=threads, user_api="openmp"):
-                layout = tsne.embed_2d(features, init=self._last_layout, perplexity=self._perplexity,
-                                       seed=self.seed, n_threads=threads)
-                self._last_layout = layout
-                row = {**row, **tsne.separation_scores(features, layout, labels)}
-            figure = plots.plot_embedding(layout, labels, names, title=title)
-            image = plots.render_figure(figure)  # for TensorBoard's Images tab
-            plots.save_figure(figure, png, dpi=self.plot_dpi)
-        except Exception as err:  # reported, and the run goes on
-            rank_zero_warn(f"EmbeddingProjector: t-SNE of {row['tag']} failed ({err!r}); no plot for it.")
-            return row
-        return {**row, "layout": layout, "image": image}
+    def _tag(self, key: CaptureKey) -> str:
+        step, stage = key
+        return f"{self.layer}_step{step:07d}" if stage == "fit" else f"{self.layer}_{stage}_step{step:07d}"
 
-    def _collect(self, trainer: pl.Trainer, wait: bool) -> None:
-        """Logs and records the analyses that have finished (all of them when ``wait``)."""
-        still_pending = []
-        for future, row in self._pending:
-            if wait or future.done():
-                self._record(trainer, future.result())
-            else:
-                still_pending.append((future, row))
-        self._pending = still_pending
+    def _draw_map(self, record: Capture, layout: np.ndarray) -> np.ndarray:
+        """Analysis thread: saves the capture's t-SNE map and returns it rendered, for TensorBoard's
+        Images tab. Reads only what stays fixed during the run."""
+        assert self._probe is not None
+        title = f"{'' if record.stage == 'fit' else f'{record.stage}, '}step {record.step}"
+        if record.probe_acc is not None:
+            title += f" · probe acc {record.probe_acc:.3f}"
+        figure = plots.plot_embedding(layout, record.labels, self._probe.class_names, title=title)
+        image = plots.render_figure(figure)
+        plots.save_figure(figure, self.plot_dir / f"tsne_{self._tag(record.key)}.{self.plot_format}", dpi=self.plot_dpi)
+        return image
 
-    def _record(self, trainer: pl.Trainer, row: dict[str, Any]) -> None:
-        """Main thread only: keeps the row (and layout), logs its scores, rewrites the CSV."""
-        layout = row.pop("layout", None)
-        self._publish(trainer, row, layout, row.pop("image", None))
-        if layout is not None:
-            self._layouts[row["tag"]] = layout
-        self._scores[row["tag"]] = row
-        metrics = {f"embeddings/{key}": float(value) for key, value in row.items() if key not in ("tag", "step")}
+    # ------------------------------------------------------------ recording
+    def _record_all(self, trainer: pl.Trainer, analyses: list[Analysis]) -> None:
+        for analysis in analyses:
+            self._record(trainer, analysis)
+
+    def _record(self, trainer: pl.Trainer, analysis: Analysis) -> None:
+        """The one place, on the main thread, where a finished analysis joins the series: its row and
+        2-D layout are kept, its scores logged at its step, and the CSV rewritten."""
+        record = analysis.capture
+        tag = self._tag(record.key)
+        if analysis.error is not None:
+            step, lost = ("t-SNE", "no 2-D scores or plot") if analysis.layout is None else ("plot", "no plot")
+            reason = analysis.error.strip().splitlines()[-1]
+            rank_zero_warn(f"EmbeddingProjector: {step} of {tag} failed ({reason}); {lost} for it. "
+                           f"Traceback from the analysis thread:\n{analysis.error}")
+        row = self._series.add(analysis, tag)
+        self._publish(trainer, analysis, tag)
+        metrics = {f"{self.name}/{name}": float(value) for name, value in row.items()
+                   if name not in ("tag", "step", "stage") and value is not None}
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=row["step"])
-        self._write_scores_csv()
-
-    def _write_scores_csv(self) -> None:
-        """``separation.csv``, merged with rows already on disk (a resumed run keeps earlier ones)."""
+            logger.log_metrics(metrics, step=record.step)
         path = self.plot_dir / "separation.csv"
-        rows: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            with path.open(newline="") as stream:
-                rows = {row["tag"]: row for row in csv.DictReader(stream)}
-        rows.update(self._scores)
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=SCORE_COLUMNS, extrasaction="ignore", restval="")
-        writer.writeheader()
-        for row in sorted(rows.values(), key=lambda r: (int(r["step"]), r["tag"])):
-            writer.writerow(row)
-        write_atomically(path, lambda stream: stream.write(text.getvalue().encode()))
+        try:
+            write_scores_csv(path, list(self._series.rows.values()))
+        except OSError as err:
+            rank_zero_warn(f"EmbeddingProjector: could not write {path} ({err}); its rows stay in memory and in "
+                           "the checkpoint.")
 
     def _drain(self, trainer: pl.Trainer) -> None:
-        """Waits for every queued analysis, giving it every core: training is paused or over. On a
-        CPU whose cores training keeps busy, the lowest-priority analysis gets little done during
-        training, so this is where most plots are drawn (at checkpoints and at the end of fit)."""
-        if self._pending:
-            _tell(trainer, f"EmbeddingProjector: waiting for {len(self._pending)} pending t-SNE plot(s)...")
-        self._analysis_threads = os.cpu_count() or 1
-        try:
-            self._collect(trainer, wait=True)
-        finally:
-            self._analysis_threads = 1
+        """Waits for every queued analysis, on every core (training is paused or over)."""
+        if self._analysis is None:
+            return
+        if self._analysis.pending:
+            _tell(trainer, f"EmbeddingProjector: waiting for {len(self._analysis.pending)} pending t-SNE plot(s)...")
+        self._record_all(trainer, self._analysis.drain())
 
     def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, evolution: bool = False) -> None:
-        """Waits for pending t-SNE plots, then draws the class vectors and (after fit) the evolution."""
-        if not trainer.is_global_zero:
+        """Waits for pending analyses, then draws the evolution (after fit) and the class vectors. A
+        figure that cannot be made or written is reported and skipped: the run has finished."""
+        if not trainer.is_global_zero or self._probe is None:
             return
         self._drain(trainer)
-        names = list(trainer.datamodule.class_names)
-        series = sorted((tag for tag in self._layouts if tag.startswith(f"{self.layer}_step")),
-                        key=lambda tag: self._scores[tag]["step"])
-        if evolution and series:
-            labels = self._probe(trainer.datamodule)[1].numpy()
-            titles = [f"step {self._scores[tag]['step']}" for tag in series]
-            figure = plots.plot_evolution([self._layouts[tag] for tag in series], labels, names, titles)
-            self._log_figure(trainer, "embeddings/tsne_evolution", figure, self._scores[series[-1]]["step"])
-            plots.save_figure(figure, self.plot_dir / f"tsne_evolution.{self.plot_format}", dpi=self.plot_dpi)
-        weight = self._class_vectors(pl_module)
-        if weight is not None:
-            figure = plots.plot_class_vectors(weight, names)
-            self._log_figure(trainer, "embeddings/class_vectors", figure, self._step(trainer))
-            plots.save_figure(figure, self.plot_dir / f"class_vectors.{self.plot_format}", dpi=self.plot_dpi)
+        names = self._probe.class_names
+        series = self._series.fit_layouts()
+        try:
+            if evolution and series:
+                titles = [f"step {step}" for (step, _), _ in series]
+                figure = plots.plot_evolution([layout for _, layout in series], self._probe.labels, names, titles)
+                self._log_figure(trainer, f"{self.name}/tsne_evolution", figure, series[-1][0][0])
+                plots.save_figure(figure, self.plot_dir / f"tsne_evolution.{self.plot_format}", dpi=self.plot_dpi)
+            weight = self._class_vectors(pl_module)
+            if weight is not None:
+                figure = plots.plot_class_vectors(weight, names)
+                step = trainer.global_step if self._checkpoint_step is None else self._checkpoint_step
+                self._log_figure(trainer, f"{self.name}/class_vectors", figure, step)
+                plots.save_figure(figure, self.plot_dir / f"class_vectors.{self.plot_format}", dpi=self.plot_dpi)
+        except (OSError, ValueError) as err:
+            rank_zero_warn(f"EmbeddingProjector: an end-of-run figure was skipped ({err}).")
         _tell(trainer, f"EmbeddingProjector: projector entries in {self._log_dir}, plots in {self.plot_dir}")
 
-    # ------------------------------------- TensorBoard: bookmarks and images (issue 11)
-    def _publish(self, trainer: pl.Trainer, row: dict[str, Any], layout: np.ndarray | None,
-                 image: np.ndarray | None) -> None:
+    # --------------------------------------------- TensorBoard: bookmarks and images
+    def _publish(self, trainer: pl.Trainer, analysis: Analysis, tag: str) -> None:
         """Main thread, rank 0: gives the capture's projector entry a bookmark that shows its offline
         t-SNE layout (the one aligned with the previous capture, as in its plot) coloured by class,
-        and logs its plot to TensorBoard's Images tab at its step."""
-        if layout is not None and self._log_dir is not None:
-            name = f"step {row['step']}: t-SNE of tsne_{row['tag']}.{self.plot_format}"
-            bookmark = projector.layout_bookmark(layout, name, color_by="label", perplexity=self._perplexity)
-            projector.write_bookmarks(self._log_dir, row["tag"], [bookmark])
-        if image is not None:
-            self._log_image(trainer, "embeddings/tsne", image, row["step"])
+        and logs its plot to TensorBoard's Images tab at its step. A failed write costs the bookmark."""
+        step = analysis.capture.step
+        if analysis.layout is not None and self._log_dir is not None:
+            name = f"step {step}: t-SNE of tsne_{tag}.{self.plot_format}"
+            bookmark = projector.layout_bookmark(analysis.layout, name, color_by="label", perplexity=self._perplexity)
+            try:
+                projector.write_bookmarks(self._log_dir, tag, [bookmark])
+            except OSError as err:
+                rank_zero_warn(f"EmbeddingProjector: could not write the bookmark of {tag} ({err}); skipped it.")
+        if analysis.image is not None:
+            self._log_image(trainer, f"{self.name}/tsne", analysis.image, step)
 
     def _log_figure(self, trainer: pl.Trainer, tag: str, figure: Any, step: int) -> None:
         if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
@@ -499,50 +464,52 @@ class EmbeddingProjector(Callback):
     # ------------------------------------------------------------- checkpointing
     @override
     def state_dict(self) -> dict[str, Any]:
-        if self._trainer is not None and self._trainer.is_global_zero:
-            self._drain(self._trainer)  # the checkpoint holds every capture so far
-        return {
-            "split": self.split,
-            "split_size": self._split_size,
-            "probe_index": None if self._probe_index is None else torch.as_tensor(self._probe_index),
-            "captured_steps": sorted(self._captured_steps),
-            "scores": dict(self._scores),
-            # Tensors and plain types only: checkpoints stay loadable with `weights_only=True`.
-            "layouts": {tag: torch.from_numpy(layout) for tag, layout in self._layouts.items()},
-        }
+        """The series so far, captures still being analysed included; no side effects. Tensors and
+        plain types only, so checkpoints stay loadable with ``weights_only=True``."""
+        if self._loaded is not None:
+            return self._loaded  # loaded before its probe set was drawn: kept as it came
+        pending = self._analysis.pending if self._analysis is not None else self._requeue
+        return self._series.to_state(self.layer, self.split, self._probe, pending)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        probe_index = state_dict.get("probe_index")
-        if probe_index is None:
-            return  # saved with the callback off
-        probe_index = torch.as_tensor(probe_index).numpy()
-        expected = min(self.num_samples, self._split_size) if self._split_size else len(probe_index)
-        if state_dict.get("split") != self.split or len(probe_index) != expected or (
-                self._split_size and state_dict.get("split_size") != self._split_size):
-            rank_zero_warn(
-                f"EmbeddingProjector: the checkpoint's probe set ({len(probe_index)} of "
-                f"{state_dict.get('split_size')} {state_dict.get('split')} images) does not fit "
-                f"`split={self.split!r}`, `num_samples={self.num_samples}` on this data; starting a new series.")
+        """Keeps the checkpoint's series; it is compared with this run's probe set when that is drawn."""
+        self._loaded = dict(state_dict)
+        if self._probe is not None:
+            self._adopt(self._loaded, fitting=True)
+
+    def _adopt(self, state: dict[str, Any], fitting: bool) -> None:
+        """Continues the checkpoint's series if it was made on this probe set of this layer, else warns
+        once and starts a new one. validate/test only take its layouts, for the map's orientation."""
+        self._loaded = None
+        if state.get("probe_index") is None:
+            return  # saved before any capture, or with the callback off
+        adopted = Series.from_state(state, self.layer, self.split, self._probe)
+        if isinstance(adopted, str):
+            rank_zero_warn(f"EmbeddingProjector: the checkpoint's series does not continue here: {adopted}; "
+                           f"starting a new series for `layer={self.layer!r}`, `split={self.split!r}`, "
+                           f"`num_samples={self.num_samples}` on this data.")
             return
-        self._probe_index = probe_index
-        scores = dict(state_dict["scores"])
-        layouts = {tag: torch.as_tensor(layout).numpy() for tag, layout in state_dict["layouts"].items()}
-        if layouts:  # validate/test start from it too, so their map has the series' orientation
-            self._last_layout = layouts[max(layouts, key=lambda tag: scores[tag]["step"])]
-        if self._checkpoint_step is None:  # fitting: continue the series
-            self._captured_steps = set(state_dict["captured_steps"])
-            self._scores, self._layouts = scores, layouts
+        series, pending = adopted
+        if fitting:
+            self._series, self._requeue = series, pending
+        else:
+            self._series.layouts.update(dict(series.fit_layouts()))
 
 
-def _yield_cpu_to_training() -> None:
-    """Gives the calling (analysis) thread the lowest CPU priority, so it runs on the cycles training
-    leaves idle instead of taking a core from it. On a 2-core machine, training's two OpenMP threads
-    stall whenever one of them loses its core: the fit ran 1.84x longer with the analysis at normal
-    priority (bench/bench_embeddings.py). Linux gives each thread its own nice value; elsewhere
-    this does nothing."""
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted: slower, same results
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+def _split_dataset(trainer: pl.Trainer, split: str) -> Any:
+    """The dataset of the trainer's ``split`` dataloader (the first one, when there are several), asking
+    the datamodule when the trainer has not loaded it; ``None`` when there is none."""
+    loaders: Any = {"train": trainer.train_dataloader, "val": trainer.val_dataloaders,
+                    "test": trainer.test_dataloaders}[split]
+    if loaders is None and trainer.datamodule is not None:
+        try:
+            loaders = getattr(trainer.datamodule, f"{split}_dataloader")()
+        except NotImplementedError:  # LightningDataModule's default: the datamodule has no such split
+            loaders = None
+    while isinstance(loaders, (list, tuple, dict)) and loaders:
+        loaders = next(iter(loaders.values())) if isinstance(loaders, dict) else loaders[0]
+    return getattr(loaders, "dataset", None)
 
 
 def _tell(trainer: pl.Trainer, message: str) -> None:

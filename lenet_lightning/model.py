@@ -17,6 +17,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
+from lenet_lightning.data import InMemoryImages
+
 Init = Literal["pytorch", "notebook"]
 LrSchedule = Literal["constant", "onecycle", "cosine"]
 
@@ -66,8 +68,27 @@ class LeNet(nn.Module):
         return self.fc2(self.dropout(x))  # (N, num_classes) logits
 
 
+def normalize_images(images: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float) -> torch.Tensor:
+    """Pixels to the standardised floats the network trains on: ``uint8`` images are scaled from
+    [0, 255] to [0, 1] first, float images are taken to be in [0, 1] already.
+
+    Example:
+        >>> normalize_images(torch.tensor([0, 255], dtype=torch.uint8), mean=0.5, std=0.5)
+        tensor([-1.,  1.])
+    """
+    if images.is_floating_point():
+        return (images - mean) / std
+    return images.float().mul_(1.0 / 255.0).sub_(mean).div_(std)
+
+
 class LeNetClassifier(pl.LightningModule):
     """Trains :class:`LeNet` with cross-entropy on logits and logs ``stage/loss``, ``stage/acc``.
+
+    It takes images as the data holds them (``uint8`` in [0, 255], or floats in [0, 1]) and
+    standardises them itself with the training split's pixel mean and standard deviation. These
+    live in the model as buffers (``input_mean``, ``input_std``), copied from the datamodule when a
+    fit starts (see :class:`lenet_lightning.data.InMemoryImages`), so a checkpoint predicts
+    correctly on its own: ``LeNetClassifier.load_from_checkpoint(path)`` needs no datamodule.
 
     The notebook's ``-sum(y * log(softmax(h)))`` is ``-inf``-prone once a probability rounds to 0;
     ``F.cross_entropy`` on logits is the numerically safe form of the same loss.
@@ -86,7 +107,7 @@ class LeNetClassifier(pl.LightningModule):
 
     Example:
         >>> system = LeNetClassifier(lr=1e-3)
-        >>> system.predict_step((torch.zeros(3, 1, 28, 28), torch.zeros(3)), 0)["classes"].shape
+        >>> system.predict_step((torch.zeros(3, 1, 28, 28, dtype=torch.uint8), torch.zeros(3)), 0)["classes"].shape
         torch.Size([3])
     """
 
@@ -113,6 +134,9 @@ class LeNetClassifier(pl.LightningModule):
             raise ValueError(f"Expected `label_smoothing` to be in [0, 1), but got {label_smoothing}.")
         self.save_hyperparameters()
         self.model = LeNet(num_classes=num_classes, dropout=dropout, init=init)
+        # Saved with the weights: a checkpoint standardises its inputs as its training did.
+        self.register_buffer("input_mean", torch.tensor(0.0))
+        self.register_buffer("input_std", torch.tensor(1.0))
         # One metric object per stage, so their states never mix. Argument validation inspects the
         # tensors' values, a host sync on every step on a GPU; our loaders only yield valid labels.
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
@@ -120,8 +144,18 @@ class LeNetClassifier(pl.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
 
     @override
+    def setup(self, stage: str) -> None:
+        # A resumed fit then loads the checkpoint's statistics over these (the same numbers); a
+        # validate, test or predict keeps the model's own, whatever data it is given.
+        datamodule = self.trainer.datamodule
+        if stage == "fit" and isinstance(datamodule, InMemoryImages):
+            mean, std = datamodule.pixel_stats()
+            self.input_mean.fill_(mean)
+            self.input_std.fill_(std)
+
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.model(normalize_images(x, self.input_mean, self.input_std))
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
@@ -167,7 +201,8 @@ class LeNetClassifier(pl.LightningModule):
 
     @override
     def predict_step(self, batch: tuple[torch.Tensor, ...] | torch.Tensor, batch_idx: int) -> dict[str, torch.Tensor]:
-        """Returns ``{"classes": (N,), "probabilities": (N, num_classes)}`` for a batch of images."""
+        """Returns ``{"classes": (N,), "probabilities": (N, num_classes)}`` for a batch of images
+        (``uint8``, or floats in [0, 1]), standardised by the model itself."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         probabilities = self(images).softmax(dim=1)
         return {"classes": probabilities.argmax(dim=1), "probabilities": probabilities}

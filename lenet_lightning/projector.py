@@ -145,7 +145,7 @@ def write_sprite(images: np.ndarray, path: str | Path, max_size: int = MAX_SPRIT
     The file appears atomically.
 
     Args:
-        images: ``uint8`` grayscale images, ``(N, H, W)`` or ``(N, 1, H, W)``.
+        images: ``uint8`` images: grayscale ``(N, H, W)`` or ``(N, 1, H, W)``, or RGB ``(N, H, W, 3)``.
         path: Where to write the PNG; parent directories are created.
         max_size: Largest width and height of the sprite in pixels.
 
@@ -168,14 +168,17 @@ def write_sprite(images: np.ndarray, path: str | Path, max_size: int = MAX_SPRIT
         raise TypeError(f"Expected `images` to be a uint8 np.ndarray, but got {got}.")
     if images.ndim == 4 and images.shape[1] == 1:
         images = images[:, 0]
-    if images.ndim != 3 or 0 in images.shape:
+    rgb = images.ndim == 4 and images.shape[3] == 3
+    if not (images.ndim == 3 or rgb) or 0 in images.shape:
         raise ValueError(
-            f"Expected `images` to have shape (N, H, W) or (N, 1, H, W) with N, H, W > 0, but got {images.shape}."
+            "Expected `images` to have shape (N, H, W), (N, 1, H, W) or (N, H, W, 3) with N, H, W > 0, "
+            f"but got {images.shape}."
         )
     if not isinstance(max_size, int) or max_size < 1:
         raise ValueError(f"Expected `max_size` to be a positive int, but got {max_size!r}.")
 
-    n, height, width = images.shape
+    n, height, width = images.shape[:3]
+    channels = images.shape[3:]  # () for grey, (3,) for RGB
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     cell = max_size // cols  # the largest thumbnail side that still fits
@@ -186,12 +189,13 @@ def write_sprite(images: np.ndarray, path: str | Path, max_size: int = MAX_SPRIT
     scale = min(1.0, cell / max(height, width))
     thumb_h, thumb_w = max(1, int(height * scale)), max(1, int(width * scale))
 
-    sprite = np.zeros((rows * thumb_h, cols * thumb_w), np.uint8)
+    sprite = np.zeros((rows * thumb_h, cols * thumb_w, *channels), np.uint8)
     for row in range(rows):
-        band = images[row * cols : (row + 1) * cols]  # (<=cols, H, W)
+        band = images[row * cols : (row + 1) * cols]  # (<=cols, H, W[, 3])
         if len(band) < cols:
-            band = np.concatenate([band, np.zeros((cols - len(band), height, width), np.uint8)])
-        strip = band.transpose(1, 0, 2).reshape(height, cols * width)  # the row's cells side by side
+            band = np.concatenate([band, np.zeros((cols - len(band), height, width, *channels), np.uint8)])
+        # The row's cells side by side: (H, cols * W[, 3]).
+        strip = band.swapaxes(0, 1).reshape(height, cols * width, *channels)
         if (thumb_h, thumb_w) != (height, width):
             # One resize per strip: a box filter maps each source cell exactly onto its thumbnail cell,
             # and is far faster than N small resizes.

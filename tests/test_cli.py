@@ -154,8 +154,9 @@ def test_cli_resume_into_same_log_directory_continues_the_series(tmp_path):
     assert (run_dir / "config.yaml").is_file() and (run_dir / "config_1.yaml").is_file()
     # The resumed run's state holds the whole series up to its last checkpoint (saved at step 78,
     # before the end-of-fit capture), the earlier run's last capture included, re-taken at resume.
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["EmbeddingProjector"]
-    assert sorted(state["layouts"]) == [f"fc2_step{s:07d}" for s in (0, 20, 39, 40, 60)]
+    callbacks = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    state = callbacks["EmbeddingProjector{'layer': 'fc2'}"]
+    assert [(step, stage) for step, stage, _ in state["layouts"]] == [(s, "fit") for s in (0, 20, 39, 40, 60)]
     assert (run_dir / "embeddings" / "tsne_evolution.png").is_file()
 
 

@@ -10,11 +10,13 @@ from lenet_lightning.data import (
     CLASS_NAMES,
     FASHION_NAMES,
     EpochShuffle,
+    InMemoryImages,
     LeNetDataModule,
     TensorBatchLoader,
     random_shift,
     stratified_subset,
 )
+from lenet_lightning.model import normalize_images
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 IDX_NAMES = {
@@ -162,11 +164,18 @@ def test_tensor_batch_loader_batches_and_length():
     assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] and len(loader) == 3
 
 
-def test_datamodule_normalize_matches_training_statistics():
+def test_datamodule_pixel_stats_standardise_the_training_split():
     dm = LeNetDataModule("digits")
-    dm.setup("fit")
-    x = dm.normalize(dm.split_tensors("train")[0])
+    assert isinstance(dm, InMemoryImages)
+    x = normalize_images(dm.split_tensors("train")[0], *dm.pixel_stats())
     assert abs(x.mean().item()) < 1e-3 and abs(x.std().item() - 1) < 1e-3
+
+
+def test_datamodule_batches_stay_uint8_for_the_model_to_standardise():
+    dm = LeNetDataModule("digits", batch_size=8)
+    dm.setup("fit")
+    images, _ = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert images.dtype == torch.uint8
 
 
 def test_random_shift_moves_content_within_bounds():

@@ -1,5 +1,6 @@
 """The EmbeddingProjector callback, driven by real (small) Lightning fits on the bundled digits."""
 
+import threading
 import warnings
 
 import lightning.pytorch as pl
@@ -8,7 +9,10 @@ import pytest
 import torch
 from helpers import read_csv, read_projector, read_scalars
 from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
 
+from lenet_lightning import analysis as analysis_module
+from lenet_lightning import projector as projector_module
 from lenet_lightning.data import LeNetDataModule
 from lenet_lightning.embeddings import EmbeddingProjector
 from lenet_lightning.model import LeNetClassifier
@@ -81,7 +85,7 @@ def test_embedding_projector_writes_every_capture_with_metadata_sprite_plots_and
     images, labels = dm.split_tensors("val")
     index = np.array([int(row[4]) for row in rows[1:]])
     assert [row[0] for row in rows[1:]] == [dm.class_names[label] for label in labels[index].tolist()]
-    expected = model.eval()(dm.normalize(images[index])).detach().numpy()
+    expected = model.eval()(images[index]).detach().numpy()
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
     weight, names = entries["fc2.weight_step0000025"]
     np.testing.assert_allclose(weight, model.model.fc2.weight.detach().numpy(), rtol=1e-6)
@@ -128,10 +132,10 @@ def test_embedding_projector_probe_is_stratified_and_fixed(tmp_path):
     fit(tmp_path, callback, max_steps=1)
     again = EmbeddingProjector(every_n_train_steps=0, num_samples=100, tsne=False)
     fit(tmp_path / "again", again, max_steps=1)
-    np.testing.assert_array_equal(callback._probe_index, again._probe_index)
+    np.testing.assert_array_equal(callback._probe.index, again._probe.index)
     labels = LeNetDataModule("digits", val_size=0.15, seed=0)
     labels.setup("fit")
-    counts = np.bincount(labels.split_tensors("val")[1].numpy()[callback._probe_index], minlength=10)
+    counts = np.bincount(labels.split_tensors("val")[1].numpy()[callback._probe.index], minlength=10)
     assert counts.min() >= 9 and counts.max() <= 11
 
 
@@ -165,12 +169,17 @@ def test_embedding_projector_state_round_trips_through_checkpoint(tmp_path):
     trainer, _, _ = fit(tmp_path, callback, max_steps=10)
     path = tmp_path / "state.ckpt"
     trainer.save_checkpoint(path)
-    state = torch.load(path, weights_only=True)["callbacks"]["EmbeddingProjector"]
+    state = torch.load(path, weights_only=True)["callbacks"][callback.state_key]
+    assert state["captured"] == [[0, "fit"], [5, "fit"], [10, "fit"]] and state["pending"] == []
+    assert [row["step"] for row in state["rows"]] == [0, 5, 10]
+    np.testing.assert_array_equal(state["probe_index"].numpy(), callback._probe.index)
+    assert state["layouts"][-1][:2] == [10, "fit"]
+    np.testing.assert_array_equal(state["layouts"][-1][2].numpy(), callback._series.layouts[(10, "fit")])
+    # Loaded before its probe set is drawn, the state is kept as it came: saved again, it is the same.
     restored = EmbeddingProjector(every_n_train_steps=5, num_samples=50)
     restored.load_state_dict(state)
-    np.testing.assert_array_equal(restored._probe_index, callback._probe_index)
-    assert restored._captured_steps == {0, 5, 10}
-    np.testing.assert_array_equal(restored._last_layout, callback._layouts["fc2_step0000010"])
+    saved = restored.state_dict()
+    assert saved.keys() == state.keys() and all(saved[key] is state[key] for key in state)
 
 
 def test_embedding_projector_layer_outside_forward_fails_before_training(tmp_path):
@@ -199,9 +208,12 @@ def test_embedding_projector_tsne_failure_warns_and_training_goes_on(tmp_path, m
         raise RuntimeError("simulated t-SNE failure")
 
     monkeypatch.setattr("lenet_lightning.tsne.embed_2d", broken)
-    with pytest.warns(UserWarning, match="t-SNE of fc2_step0000000 failed.*simulated"):
+    with pytest.warns(UserWarning, match="t-SNE of fc2_step0000000 failed.*simulated") as caught:
         trainer, _, run_dir = fit(tmp_path, EmbeddingProjector(every_n_train_steps=5, num_samples=30), max_steps=10)
     assert trainer.global_step == 10
+    # The warning keeps the analysis thread's traceback, down to the line that raised.
+    message = next(str(w.message) for w in caught if "fc2_step0000000" in str(w.message))
+    assert "Traceback (most recent call last)" in message and 'raise RuntimeError("simulated' in message
     rows = read_csv(run_dir / "embeddings" / "separation.csv")
     assert [int(row["step"]) for row in rows] == [0, 5, 10] and all(row["knn_acc_2d"] == "" for row in rows)
 
@@ -210,12 +222,13 @@ def test_embedding_projector_mismatched_checkpoint_probe_starts_a_new_series(tmp
     first = EmbeddingProjector(every_n_train_steps=5, num_samples=50, tsne=False)
     trainer, _, _ = fit(tmp_path, first, max_steps=5)
     trainer.save_checkpoint(tmp_path / "a.ckpt")
-    state = torch.load(tmp_path / "a.ckpt", weights_only=True)["callbacks"]["EmbeddingProjector"]
+    state = torch.load(tmp_path / "a.ckpt", weights_only=True)["callbacks"][first.state_key]
     other = EmbeddingProjector(every_n_train_steps=5, num_samples=80, tsne=False)
     fit(tmp_path / "b", other, max_steps=1)  # set up on the data: 80 of the 216 validation images
-    with pytest.warns(UserWarning, match="probe set \\(50 of 216 val images\\) does not fit.*num_samples=80"):
+    mismatch = r"probe set \(50 of 216 val inputs, layer 'fc2'\) is not this one.*num_samples=80"
+    with pytest.warns(UserWarning, match=mismatch):
         other.load_state_dict(state)
-    assert len(other._probe_index) == 80 and 5 not in other._captured_steps
+    assert len(other._probe.index) == 80 and (5, "fit") not in other._series.captured
 
 
 def test_embedding_projector_without_logger_writes_each_run_apart(tmp_path):
@@ -251,7 +264,7 @@ def test_embedding_projector_bookmarks_each_capture_and_logs_its_plots_as_images
         (state,) = json.loads((run_dir / path).read_text())
         # The offline layout, the one drawn in tsne_<tag>.svg, coloured by the class column.
         layout = [[p["linear-x"], p["linear-y"]] for p in state["projections"]]
-        np.testing.assert_array_equal(np.array(layout), callback._layouts[tag])
+        np.testing.assert_array_equal(np.array(layout), callback._series.layouts[(int(tag[-7:]), "fit")])
         assert state["selectedProjection"] == "custom" and state["selectedColorOptionName"] == "label"
         assert state["dataSetDimensions"] == [100, 10]
     plots = run_dir / "embeddings"
@@ -265,3 +278,214 @@ def test_embedding_projector_bookmarks_each_capture_and_logs_its_plots_as_images
     assert [image.step for image in events.Images("embeddings/tsne_evolution")] == [20]
     assert [image.step for image in events.Images("embeddings/class_vectors")] == [20]
     assert events.Images("embeddings/tsne")[-1].encoded_image_string.startswith(b"\x89PNG")
+
+
+# --- any model, any data --------------------------------------------------------------------------
+
+
+class Colours(torch.utils.data.Dataset):
+    """RGB images whose class is their dominant colour, with torchvision-style ``classes``."""
+
+    classes = ("red", "green", "blue")
+
+    def __init__(self, n, seed):
+        generator = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % 3
+        self.images = torch.rand(n, 3, 12, 12, generator=generator) * 0.5
+        self.images[torch.arange(n), self.labels] += 0.5
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+
+class SmallNet(pl.LightningModule):
+    """Not LeNet: no `model` attribute, its own layer names, optional class logits."""
+
+    def __init__(self, in_shape=(3, 12, 12), outputs=3):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(in_shape)), 16),
+                                        torch.nn.ReLU())
+        self.head = torch.nn.Linear(16, outputs)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        out = self(x)
+        if out.shape[1] == 1:
+            return torch.nn.functional.mse_loss(out[:, 0], y.float())
+        return torch.nn.functional.cross_entropy(out, y)
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit_plain(tmp_path, model, train, val, callback, max_steps=6):
+    pl.seed_everything(0)
+    trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", callbacks=[callback], enable_checkpointing=False,
+                         logger=TensorBoardLogger(tmp_path, name="", version="run"), enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
+    loader = torch.utils.data.DataLoader
+    trainer.fit(model, train_dataloaders=loader(train, batch_size=10), val_dataloaders=loader(val, batch_size=10))
+    return trainer, tmp_path / "run"
+
+
+def test_embedding_projector_any_model_with_dataloaders_and_rgb_images(tmp_path):
+    callback = EmbeddingProjector(layer="body", class_layer="head", every_n_train_steps=3, num_samples=30,
+                                  perplexity=5)
+    _, run_dir = fit_plain(tmp_path, SmallNet(), Colours(60, seed=0), Colours(45, seed=1), callback)
+    entries = read_projector(run_dir)
+    assert [tag for tag in entries if tag.startswith("body_")] == ["body_step0000000", "body_step0000003",
+                                                                   "body_step0000006"]
+    features, rows = entries["body_step0000006"]
+    assert features.shape == (30, 16)
+    assert rows[0] == ["label", "predicted", "correct", "confidence", "index"]
+    assert {row[0] for row in rows[1:]} == {"red", "green", "blue"}  # names from the dataset's `classes`
+    weight, names = entries["head.weight_step0000006"]
+    assert weight.shape == (3, 16) and [row[0] for row in names] == ["red", "green", "blue"]
+    with Image.open(run_dir / "projector" / "sprite_body.png") as sprite:
+        assert sprite.mode == "RGB"
+    plots = run_dir / "embeddings_body"
+    assert [int(row["step"]) for row in read_csv(plots / "separation.csv")] == [0, 3, 6]
+    assert (plots / "tsne_evolution.png").is_file() and (plots / "class_vectors.png").is_file()
+    assert [step for step, _ in read_scalars(run_dir, "embeddings_body/knn_acc_2d")] == [0, 3, 6]
+
+
+def test_embedding_projector_tabular_inputs_without_class_logits(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(80, 5, generator=generator), torch.arange(80) % 2
+    data = torch.utils.data.TensorDataset(x + y[:, None].float(), y)
+    callback = EmbeddingProjector(layer="body", every_n_train_steps=0, num_samples=20, tsne=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, run_dir = fit_plain(tmp_path, SmallNet(in_shape=(5,), outputs=1), data, data, callback, max_steps=2)
+    features, rows = read_projector(run_dir)["body_step0000002"]
+    assert features.shape == (20, 16)
+    assert rows[0] == ["label", "index"] and {row[0] for row in rows[1:]} == {"0", "1"}  # label values as names
+    assert not list((run_dir / "projector").glob("sprite*"))  # not images: no sprite, no error
+    assert not [w for w in caught if "EmbeddingProjector" in str(w.message)]
+    assert "probe_acc" not in [key for key, value in read_csv(run_dir / "embeddings_body" / "separation.csv")[0].items()
+                               if value]
+
+
+def test_embedding_projector_without_probe_data_says_what_to_pass(tmp_path):
+    data = torch.utils.data.TensorDataset(torch.randn(20, 3, 12, 12), torch.arange(20) % 3)
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[EmbeddingProjector(layer="body", num_samples=10, tsne=False)])
+    with pytest.raises(ValueError, match=r"Expected val data.*`EmbeddingProjector\(dataset=...\)`"):
+        trainer.fit(SmallNet(), train_dataloaders=torch.utils.data.DataLoader(data, batch_size=5))
+    callback = EmbeddingProjector(layer="body", every_n_train_steps=0, num_samples=10, tsne=False, dataset=data)
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[callback])
+    trainer.fit(SmallNet(), train_dataloaders=torch.utils.data.DataLoader(data, batch_size=5))
+    assert read_projector(tmp_path / "embeddings" / "version_0")["body_step0000001"][0].shape == (10, 16)
+
+
+# --- failures cost a capture, never the run --------------------------------------------------------
+
+
+def test_embedding_projector_failed_write_warns_skips_the_capture_and_training_goes_on(tmp_path, monkeypatch):
+    real = projector_module.write_embedding
+
+    def disk_full_at_step_5(run_dir, tag, *args, **kwargs):
+        if "step0000005" in tag:
+            raise OSError(28, "No space left on device")
+        return real(run_dir, tag, *args, **kwargs)
+
+    monkeypatch.setattr(projector_module, "write_embedding", disk_full_at_step_5)
+    with pytest.warns(UserWarning, match=r"could not write the projector entry fc2_step0000005 .*No space left"):
+        trainer, _, run_dir = fit(tmp_path, EmbeddingProjector(every_n_train_steps=5, num_samples=30, tsne=False),
+                                  max_steps=10)
+    assert trainer.global_step == 10
+    assert [tag for tag in read_projector(run_dir) if tag.startswith("fc2_")] == ["fc2_step0000000",
+                                                                                  "fc2_step0000010"]
+
+
+def test_embedding_projector_nan_weights_finish_the_fit(tmp_path):
+    model = LeNetClassifier(lr=1e-3)
+    with torch.no_grad():
+        model.model.fc2.weight.fill_(float("nan"))  # diverged: every logit, loss and class vector is NaN
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _, run_dir = fit(tmp_path, EmbeddingProjector(every_n_train_steps=0, num_samples=30, perplexity=5),
+                                  max_steps=2, model=model)
+    assert trainer.state.finished and trainer.global_step == 2
+    assert any("end-of-run figure was skipped" in str(w.message) and "finite" in str(w.message) for w in caught)
+    assert [int(row["step"]) for row in read_csv(run_dir / "embeddings" / "separation.csv")] == [0, 2]
+
+
+# --- the checkpoint holds what is still queued -------------------------------------------------------
+
+
+def test_embedding_projector_state_dict_saves_queued_captures_which_a_resume_analyses(tmp_path, monkeypatch):
+    release = threading.Event()
+    real = analysis_module.tsne.embed_2d
+
+    def held(features, **kwargs):
+        release.wait()
+        return real(features, **kwargs)
+
+    monkeypatch.setattr(analysis_module.tsne, "embed_2d", held)
+    path = tmp_path / "mid.ckpt"
+
+    class SaveAtStep5(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 5:
+                trainer.save_checkpoint(path)  # every analysis is still held
+                release.set()
+
+    first = EmbeddingProjector(every_n_train_steps=5, num_samples=40, perplexity=5)
+    pl.seed_everything(0)
+    trainer = pl.Trainer(max_steps=10, accelerator="cpu", logger=TensorBoardLogger(tmp_path, name="", version="run"),
+                         callbacks=[first, SaveAtStep5()], enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(LeNetClassifier(lr=1e-3), LeNetDataModule("digits", batch_size=32, val_size=0.15, seed=0))
+    state = torch.load(path, weights_only=True)["callbacks"][first.state_key]
+    # Saving waited for nothing and recorded nothing: the two captures went into the checkpoint as they were.
+    assert state["rows"] == [] and state["layouts"] == []
+    assert [(p["step"], p["stage"], tuple(p["features"].shape)) for p in state["pending"]] == [
+        (0, "fit", (40, 10)), (5, "fit", (40, 10))]
+
+    monkeypatch.setattr(analysis_module.tsne, "embed_2d", real)
+    run_dir = tmp_path / "resumed"
+    pl.seed_everything(0)
+    resumed = EmbeddingProjector(every_n_train_steps=5, num_samples=40, perplexity=5)
+    trainer = pl.Trainer(max_steps=10, accelerator="cpu", logger=TensorBoardLogger(run_dir, name="", version="run"),
+                         callbacks=[resumed], enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(LeNetClassifier(lr=1e-3), LeNetDataModule("digits", batch_size=32, val_size=0.15, seed=0),
+                ckpt_path=path)
+    rows = read_csv(run_dir / "run" / "embeddings" / "separation.csv")
+    assert [int(row["step"]) for row in rows] == [0, 5, 10] and all(row["knn_acc_2d"] for row in rows)
+    for step in (0, 5, 10):
+        assert (run_dir / "run" / "embeddings" / f"tsne_fc2_step{step:07d}.png").is_file()
+
+
+def test_embedding_projector_checkpoint_of_another_layer_starts_a_new_series_without_mixing(tmp_path):
+    first = EmbeddingProjector(layer="fc1", every_n_train_steps=5, num_samples=30, tsne=False)
+    trainer, _, run_dir = fit(tmp_path, first, max_steps=5)
+    trainer.save_checkpoint(tmp_path / "fc1.ckpt")
+    second = EmbeddingProjector(every_n_train_steps=5, num_samples=30, tsne=False)
+    pl.seed_everything(0)
+    trainer = pl.Trainer(max_steps=10, accelerator="cpu", logger=TensorBoardLogger(tmp_path, name="", version="run"),
+                         callbacks=[second], enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0)
+    lightning_note = r"Please add the following callbacks: \[\"EmbeddingProjector\{'layer': 'fc1'\}"
+    with pytest.warns(UserWarning, match=lightning_note):
+        trainer.fit(LeNetClassifier(lr=1e-3), LeNetDataModule("digits", batch_size=32, val_size=0.15, seed=0),
+                    ckpt_path=tmp_path / "fc1.ckpt")
+    assert [row["tag"] for row in read_csv(run_dir / "embeddings" / "separation.csv")] == [
+        "fc2_step0000005", "fc2_step0000010"]
+    assert [row["tag"] for row in read_csv(run_dir / "embeddings_fc1" / "separation.csv")] == [
+        "fc1_step0000000", "fc1_step0000005"]
+    assert [step for step, _ in read_scalars(run_dir, "embeddings/silhouette")] == [5, 10]
+    assert [step for step, _ in read_scalars(run_dir, "embeddings_fc1/silhouette")] == [0, 5]

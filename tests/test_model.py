@@ -1,9 +1,10 @@
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 
 from lenet_lightning.data import LeNetDataModule
-from lenet_lightning.model import LeNet, LeNetClassifier
+from lenet_lightning.model import LeNet, LeNetClassifier, normalize_images
 
 
 def test_lenet_parameter_count_matches_notebook():
@@ -83,11 +84,41 @@ def test_classifier_learns_digits(tmp_path):
     trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          default_root_dir=tmp_path, accelerator="cpu", log_every_n_steps=1)
     dm.setup("fit")
-    images, labels = dm.split_tensors("train")
-    before = torch.nn.functional.cross_entropy(model.eval()(dm.normalize(images)), labels).item()
+    images, labels = dm.split_tensors("train")  # uint8: the model standardises its inputs itself
+    with torch.no_grad():
+        model.input_mean.fill_(dm.mean), model.input_std.fill_(dm.std)
+    before = torch.nn.functional.cross_entropy(model.eval()(images), labels).item()
     trainer.fit(model, dm)
-    after = torch.nn.functional.cross_entropy(model.eval()(dm.normalize(images)), labels).item()
+    after = torch.nn.functional.cross_entropy(model.eval()(images), labels).item()
     assert after < before / 3
     assert {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc"} <= set(trainer.callback_metrics)
     metrics = trainer.test(model, dm, verbose=False)[0]
     assert metrics["test/acc"] > 0.8
+
+
+def test_classifier_checkpoint_predicts_without_the_datamodule(tmp_path):
+    """The input statistics travel in the checkpoint: a model loaded from it alone predicts as trained."""
+    pl.seed_everything(0)
+    dm = LeNetDataModule("digits", batch_size=32, val_size=0.15)
+    model = LeNetClassifier(lr=1e-3)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(model, dm)
+    assert (model.input_mean.item(), model.input_std.item()) == pytest.approx(dm.pixel_stats())
+    assert 0.05 < dm.mean < 0.5 and dm.std > 0.1  # not the identity the buffers start from
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+
+    loaded = LeNetClassifier.load_from_checkpoint(tmp_path / "model.ckpt", map_location="cpu").eval()
+    images, labels = dm.split_tensors("test")  # raw uint8, as the data holds them
+    with torch.no_grad():
+        predicted = loaded.predict_step((images, labels), 0)["classes"]
+        np.testing.assert_array_equal(predicted.numpy(), model.eval()(images).argmax(1).numpy())
+    assert (predicted == labels).float().mean() > 0.8
+    # Floats in [0, 1] are the same images.
+    torch.testing.assert_close(loaded(images.float() / 255), loaded(images))
+
+
+def test_normalize_images_scales_uint8_and_takes_floats_as_unit_range():
+    images = torch.tensor([[0, 51, 255]], dtype=torch.uint8)
+    torch.testing.assert_close(normalize_images(images, 0.2, 0.5), torch.tensor([[-0.4, 0.0, 1.6]]))
+    torch.testing.assert_close(normalize_images(images.float() / 255, 0.2, 0.5), torch.tensor([[-0.4, 0.0, 1.6]]))
