@@ -253,7 +253,8 @@ class LeNetDataModule(pl.LightningDataModule):
             for train in (True, False):
                 dataset_class(self.data_dir, train=train, download=True)
         except (RuntimeError, OSError) as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            # torchvision's message spans lines ("Error downloading x:", then each mirror tried): one line.
+            reason = " ".join(str(err).split()) or type(err).__name__
             message = missing_files_message(self.dataset, self._folders())
             raise FileNotFoundError(f"{message} The download failed: {reason}") from err
 

@@ -147,6 +147,7 @@ class EmbeddingProjector(Callback):
         self._analysis: BackgroundAnalysis | None = None
         self._requeue: list[Capture] = []
         self._checkpoint_step: int | None = None  # validate/test: the step of the loaded checkpoint
+        self._train_ended = False
         self._log_dir: Path | None = None
         self._sprite: tuple[str, tuple[int, int]] | None = None
 
@@ -272,6 +273,20 @@ class EmbeddingProjector(Callback):
         if self.enabled:
             self._capture(trainer, pl_module, "fit")
             self._finish(trainer, pl_module, evolution=True)
+        self._train_ended = True
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._train_ended = False
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Resuming a checkpoint whose fit had already reached its last step (a run killed while it
+        # made its end-of-fit capture and figures), Lightning skips `on_train_start` and
+        # `on_train_end`: complete here what the kill interrupted. Captures and rows are keyed by
+        # step, so nothing is listed twice.
+        if not self._train_ended:
+            self.on_train_end(trainer, pl_module)
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

