@@ -460,7 +460,7 @@ class EmbeddingProjector(Callback):
             bookmark = projector.layout_bookmark(analysis.layout, name, color_by="label", perplexity=self._perplexity)
             try:
                 projector.write_bookmarks(self._log_dir, tag, [bookmark])
-            except OSError as err:
+            except (OSError, ValueError) as err:  # e.g. a capture queued in a checkpoint of another run folder
                 rank_zero_warn(f"EmbeddingProjector: could not write the bookmark of {tag} ({err}); skipped it.")
         if analysis.image is not None:
             self._log_image(trainer, f"{self.name}/tsne", analysis.image, step)

@@ -459,12 +459,7 @@ def write_bookmarks(run_dir: str | Path, tag: str, states: Sequence[Mapping[str,
     name = safe_tag(tag)
     root = Path(os.path.realpath(run_dir))
     config_path = root / CONFIG_FILENAME
-    config = ProjectorConfig()
-    if config_path.is_file():
-        try:
-            text_format.Parse(config_path.read_text(encoding="utf-8"), config)
-        except text_format.ParseError as err:
-            raise ValueError(f"Expected {config_path} to be a ProjectorConfig text proto, but got: {err}") from err
+    config = _read_config(config_path)
     info = next((embedding for embedding in config.embeddings if embedding.tensor_name == name), None)
     if info is None:
         raise ValueError(f"Expected {config_path} to list the embedding {name!r}; write it with `write_embedding` "

@@ -12,7 +12,7 @@ import torch
 from helpers import REPO
 from lightning.pytorch.callbacks import Callback
 
-from lenet_lightning import cli
+from lenet_lightning import cli, preflight
 from lenet_lightning.model import LeNet
 
 
@@ -82,11 +82,9 @@ def random_bytes(folder):
         (missing, ["does not exist"]),
         (empty, ["empty"]),
         (truncated, ["truncated or corrupted"]),
-        (corrupted, ["truncated or corrupted"]),
         (random_bytes, ["truncated or corrupted"]),
-        (lambda folder: folder, ["not a file"]),
     ],
-    ids=["missing", "empty", "truncated", "corrupted", "random-bytes", "a-folder"],
+    ids=["missing", "empty", "truncated", "random-bytes"],
 )
 def test_cli_bad_ckpt_path_is_one_line_and_writes_nothing(workdir, tmp_path, make, fragments):
     inputs = tmp_path / "inputs"
@@ -102,13 +100,6 @@ def test_cli_bad_ckpt_path_is_one_line_and_writes_nothing(workdir, tmp_path, mak
 def test_cli_bad_layer_is_one_line_and_writes_nothing(workdir, layer):
     result = run_cli(workdir, "--embeddings.layer", layer)
     assert_one_error_line(result, repr(layer), "choose one of: conv1, conv2, fc1, dropout, fc2")
-
-
-def test_cli_default_root_dir_under_a_file_is_one_line(workdir, tmp_path):
-    blocker = tmp_path / "a file"
-    blocker.write_text("")
-    result = run_cli(workdir, "--trainer.default_root_dir", str(blocker / "runs"))
-    assert_one_error_line(result, str(blocker / "runs"), "is not a folder")
 
 
 @contextlib.contextmanager
@@ -168,3 +159,26 @@ def test_cli_failure_after_training_started_keeps_the_run_folder(tmp_path, monke
                       "--trainer.enable_progress_bar", "false", "--embeddings.enabled", "false"])
     (run_dir,) = (tmp_path / "lightning_logs").iterdir()
     assert (run_dir / "config.yaml").is_file()
+
+
+# The same checks in-process, for the cases the subprocesses above do not repeat.
+@pytest.mark.parametrize(("make", "fragment"), [(corrupted, "truncated or corrupted"), (lambda f: f, "not a file"),
+                                                (checkpoint_file, None)], ids=["corrupted", "a-folder", "whole"])
+def test_check_checkpoint_names_what_is_wrong(tmp_path, make, fragment):
+    path = str(make(tmp_path))
+    if fragment is None:
+        preflight.check_checkpoint(path)  # a whole checkpoint passes
+        return
+    with pytest.raises(ValueError, match=fragment) as info:
+        preflight.check_checkpoint(path)
+    assert path in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def test_check_writable_folder_under_a_file(tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=r"is not a folder\); choose another folder"):
+        preflight.check_writable_folder(str(blocker / "runs"), "--trainer.default_root_dir")
+    preflight.check_writable_folder(str(tmp_path / "new" / "runs"), "--trainer.default_root_dir")  # creatable: fine
+    assert sorted(tmp_path.iterdir()) == [blocker]  # checked, not created
+
