@@ -241,9 +241,14 @@ class EmbeddingProjector(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Step 0 before any update; after a resume, the checkpoint's own step (the end-of-fit capture
-        # of the earlier run came after its last checkpoint, so the state may not list it).
-        if self.enabled:
+        # Step 0 before any update. After a resume, the checkpoint's own step only if the earlier run
+        # captured it in this run folder (its end-of-fit capture, which came after its last
+        # checkpoint, so the state does not list it): the series keeps it, and a run resumed after
+        # a kill gets the captures an uninterrupted run would have, no more.
+        if not self.enabled:
+            return
+        step = trainer.global_step
+        if step == 0 or self._due(step) or self._listed_in_run_dir((step, "fit")):
             self._capture(trainer, pl_module, "fit")
 
     @override
@@ -373,6 +378,14 @@ class EmbeddingProjector(Callback):
             return None
         return capture.class_vectors(pl_module, self.class_layer, len(self._probe.class_names))  # (C, D)
 
+    def _listed_in_run_dir(self, key: CaptureKey) -> bool:
+        """Whether this run folder's projector config lists the capture ``key`` already."""
+        assert self._log_dir is not None
+        try:
+            return projector.safe_tag(self._tag(key)) in projector.listed_embeddings(self._log_dir)
+        except ValueError:  # an unreadable config: the capture is taken again and replaces it
+            return False
+
     def _tag(self, key: CaptureKey) -> str:
         step, stage = key
         return f"{self.layer}_step{step:07d}" if stage == "fit" else f"{self.layer}_{stage}_step{step:07d}"
@@ -417,11 +430,12 @@ class EmbeddingProjector(Callback):
             rank_zero_warn(f"EmbeddingProjector: could not write {path} ({err}); its rows stay in memory and in "
                            "the checkpoint.")
 
-    def _drain(self, trainer: pl.Trainer) -> None:
-        """Waits for every queued analysis, on every core (training is paused or over)."""
+    def _drain(self, trainer: pl.Trainer, announce: bool = False) -> None:
+        """Waits for every queued analysis, on every core (training is paused or over); says so when
+        ``announce`` (at the end, not at every validation)."""
         if self._analysis is None:
             return
-        if self._analysis.pending:
+        if announce and self._analysis.pending:
             _tell(trainer, f"EmbeddingProjector: waiting for {len(self._analysis.pending)} pending t-SNE plot(s)...")
         self._record_all(trainer, self._analysis.drain())
 
@@ -430,7 +444,7 @@ class EmbeddingProjector(Callback):
         figure that cannot be made or written is reported and skipped: the run has finished."""
         if not trainer.is_global_zero or self._probe is None:
             return
-        self._drain(trainer)
+        self._drain(trainer, announce=True)
         names = self._probe.class_names
         series = self._series.fit_layouts()
         try:

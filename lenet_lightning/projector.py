@@ -549,6 +549,22 @@ def remove_leftovers(run_dir: str | Path, other_dirs: Sequence[str | Path] = ())
     return sorted(removed)
 
 
+def listed_embeddings(run_dir: str | Path) -> list[str]:
+    """The ``tensor_name`` of every embedding ``<run_dir>/projector_config.pbtxt`` lists, in its order.
+
+    Raises:
+        ValueError: If the config cannot be parsed.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     _ = write_embedding(run_dir, "fc2 step 100", np.eye(3, 10))
+        ...     listed_embeddings(run_dir)
+        ['fc2_step_100']
+    """
+    return [info.tensor_name for info in _read_config(Path(run_dir) / CONFIG_FILENAME).embeddings]
+
+
 def _read_config(config_path: Path) -> ProjectorConfig:
     """The config at ``config_path``; empty if there is none yet."""
     config = ProjectorConfig()
