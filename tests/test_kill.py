@@ -185,14 +185,21 @@ def resume_to_the_end(cwd, system_tmp, *overrides, expected=None):
         assert series(run_dir, scores=False) == expected
 
 
-def uninterrupted(tmp_path, *overrides):
-    """The series of the same fit, run to its end without a kill."""
-    cwd, system_tmp = tmp_path / "uninterrupted", tmp_path / "uninterrupted_tmp"
-    cwd.mkdir()
-    system_tmp.mkdir()
-    code, output = finish(start_fit(cwd, system_tmp, *overrides))
-    assert code == 0, output[-3000:]
-    return series(cwd / RUN, scores=False)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """``uninterrupted(*overrides)``: the series of the same fit run to its end without a kill; run
+    once per set of overrides (the checkpoint-kill tests on both filesystems share one)."""
+    runs = {}
+
+    def run(*overrides):
+        if overrides not in runs:
+            cwd, system_tmp = tmp_path_factory.mktemp("uninterrupted"), tmp_path_factory.mktemp("system_tmp")
+            code, output = finish(start_fit(cwd, system_tmp, *overrides))
+            assert code == 0, output[-3000:]
+            runs[overrides] = series(cwd / RUN, scores=False)
+        return runs[overrides]
+
+    return run
 
 
 @pytest.fixture
@@ -210,7 +217,7 @@ def folders(tmp_path, request):
 
 
 @pytest.mark.parametrize("folders", ["same-filesystem", "tmpfs"], indirect=True)
-def test_kill_during_a_checkpoint_save_keeps_the_previous_checkpoint(folders, tmp_path):
+def test_kill_during_a_checkpoint_save_keeps_the_previous_checkpoint(folders, uninterrupted):
     cwd, system_tmp = folders
     run_dir = cwd / RUN
     overrides = ["--embeddings.every_n_train_steps", "2"]
@@ -223,11 +230,11 @@ def test_kill_during_a_checkpoint_save_keeps_the_previous_checkpoint(folders, tm
     assert_listed_files_whole(run_dir)
     assert interrupted in remove_leftovers(run_dir)
     assert_no_temporary_file_anywhere(run_dir, system_tmp)
-    resume_to_the_end(cwd, system_tmp, *overrides, expected=uninterrupted(tmp_path, *overrides))
+    resume_to_the_end(cwd, system_tmp, *overrides, expected=uninterrupted(*overrides))
 
 
 @pytest.mark.parametrize("folders", ["same-filesystem"], indirect=True)
-def test_kill_during_a_capture_keeps_every_listed_file_whole(folders, tensorboard_server, tmp_path):
+def test_kill_during_a_capture_keeps_every_listed_file_whole(folders, tensorboard_server, uninterrupted):
     cwd, system_tmp = folders
     run_dir = cwd / RUN
     overrides = ["--embeddings.every_n_train_steps", "1"]
@@ -244,7 +251,7 @@ def test_kill_during_a_capture_keeps_every_listed_file_whole(folders, tensorboar
     assert {path for path in (run_dir / "projector").iterdir() if path.is_dir()} <= listed_folders
     assert read_projector(run_dir).keys() == before.keys()
 
-    resume_to_the_end(cwd, system_tmp, *overrides, expected=uninterrupted(tmp_path, *overrides))
+    resume_to_the_end(cwd, system_tmp, *overrides, expected=uninterrupted(*overrides))
     url = tensorboard_server(cwd / "lightning_logs")
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with no_proxy.open(f"{url}/data/plugin/projector/runs", timeout=30) as reply:
