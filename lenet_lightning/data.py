@@ -26,6 +26,7 @@ from lenet_lightning.idx import (
     missing_files_message,
     read_idx,
 )
+from lenet_lightning.preflight import absolute
 
 DatasetName = Literal["mnist", "fashion_mnist", "digits"]
 Split = Literal["train", "val", "test"]
@@ -201,7 +202,7 @@ class LeNetDataModule(pl.LightningDataModule):
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Expected `{name}` to be a positive integer, but got {value!r}.")
-        self.dataset, self.data_dir, self.download = dataset, Path(data_dir).expanduser(), download
+        self.dataset, self.data_dir, self.download = dataset, Path(absolute(data_dir)), download
         self.batch_size, self.eval_batch_size, self.augment, self.seed = batch_size, eval_batch_size, augment, seed
         self.val_size = val_size
         self.num_val = self._num_val(TRAIN_POOL_SIZES[dataset])

@@ -9,7 +9,6 @@ It decides *when* to capture, *what*, and *where* it goes. The work is done else
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +23,7 @@ from typing_extensions import override
 from lenet_lightning import capture, plots, projector, tsne
 from lenet_lightning.analysis import Analysis, BackgroundAnalysis, Capture, CaptureKey
 from lenet_lightning.data import InMemoryImages
+from lenet_lightning.preflight import absolute
 from lenet_lightning.series import Series, write_scores_csv
 
 Schedule = Literal["fixed", "doubling"]
@@ -176,8 +176,8 @@ class EmbeddingProjector(Callback):
         that reruns in the same ``default_root_dir`` never overwrite each other."""
         log_dir = trainer.log_dir  # broadcasts: every rank must call it
         if trainer.logger is not None:
-            return _absolute(log_dir)
-        root = _absolute(trainer.default_root_dir) / "embeddings"
+            return Path(absolute(log_dir))
+        root = Path(absolute(trainer.default_root_dir)) / "embeddings"
         version = 0
         if trainer.is_global_zero:
             while (root / f"version_{version}").exists():
@@ -189,7 +189,7 @@ class EmbeddingProjector(Callback):
         """Where plots and ``separation.csv`` go."""
         if self._log_dir is None:
             raise RuntimeError("The embeddings callback has not been set up by a Trainer yet.")
-        return self._log_dir / self.name if self.dirpath is None else _absolute(self.dirpath)
+        return self._log_dir / self.name if self.dirpath is None else Path(absolute(self.dirpath))
 
     def _ensure_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> capture.ProbeSet:
         """The probe set, drawn at the run's first capture on every rank (no collectives), checked by
@@ -549,12 +549,6 @@ def _tell(trainer: pl.Trainer, message: str) -> None:
         bar.print(message)
     else:
         rank_zero_info(message)
-
-
-def _absolute(path: str | os.PathLike[str]) -> Path:
-    """``path`` with ``~`` expanded, made absolute against the working folder; links are kept, so the
-    folder the user named is the one written to."""
-    return Path(os.path.abspath(os.path.expanduser(path)))
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

@@ -1,7 +1,8 @@
 """Checks a command's inputs before anything is written: a bad path fails in one line, not a traceback
 after the run folder exists.
 
-Pure functions, no Lightning: the CLI calls them between parsing and running.
+Pure functions, no Lightning: the CLI calls them between parsing and running, and ``absolute`` is
+also how the callback and the datamodule make the paths they are given absolute.
 """
 
 from __future__ import annotations
