@@ -1,10 +1,12 @@
 import math
+import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+from lenet_lightning import tsne
 from lenet_lightning.tsne import effective_perplexity, embed_2d, separation_scores
 
 
@@ -191,13 +193,68 @@ def test_separation_scores_rejects_bad_inputs(layout, labels, kwargs, match):
         separation_scores(features, layout, labels, **kwargs)
 
 
-@pytest.mark.parametrize("n_samples", [12, 300])
-def test_separation_scores_trustworthiness_equals_scikit_learn(n_samples):
-    from sklearn.manifold import trustworthiness
-
-    rng = np.random.default_rng(n_samples)
-    features = rng.normal(size=(n_samples, 10)).astype(np.float32)
+def scored_data(n_samples, kind, seed=0):
+    """(N, 10) float32 features, an (N, 2) layout that keeps part of their neighbourhoods, (N,) labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_samples) % 2 if n_samples < 12 else rng.integers(0, 4, size=n_samples)
+    features = rng.normal(size=(n_samples, 10))
+    if kind == "clustered":
+        features += 4.0 * rng.normal(size=(4, 10))[labels]
+    elif kind == "singleton class" and n_samples > 3:  # silhouette is 0 for a point alone in its class
+        labels[0] = 9
+    features = features.astype(np.float32)
     layout = features[:, :2] + 0.5 * rng.normal(size=(n_samples, 2))
-    labels = np.arange(n_samples) % 3
-    expected = trustworthiness(features, layout, n_neighbors=5)
-    assert separation_scores(features, layout, labels)["trustworthiness"] == pytest.approx(expected, abs=1e-12)
+    return features, layout, labels
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered", "singleton class"])
+@pytest.mark.parametrize(("n_samples", "block_rows"), [(3, 1), (5, 2), (12, 5), (300, 7), (1001, 100), (1000, None)])
+def test_separation_scores_equal_scikit_learn(n_samples, block_rows, kind, monkeypatch):
+    from sklearn.manifold import trustworthiness
+    from sklearn.metrics import silhouette_score
+
+    if block_rows is not None:  # blocks of this many rows, the last one shorter
+        monkeypatch.setattr(tsne, "SCORE_BLOCK_BYTES", 8 * n_samples * block_rows)
+    features, layout, labels = scored_data(n_samples, kind)
+    scores = separation_scores(features, layout, labels)
+    k = min(5, (n_samples - 1) // 2)
+    assert scores["silhouette"] == pytest.approx(silhouette_score(features, labels), abs=1e-6)
+    # No exact distance ties in random data, so the ranks are scikit-learn's exactly.
+    assert scores["trustworthiness"] == pytest.approx(trustworthiness(features, layout, n_neighbors=k), abs=1e-12)
+    assert separation_scores(features, None, labels)["silhouette"] == scores["silhouette"]
+
+
+def test_separation_scores_with_duplicate_points_match_scikit_learn(monkeypatch):
+    from scipy.stats import rankdata
+    from sklearn.manifold import trustworthiness
+    from sklearn.metrics import silhouette_score
+
+    monkeypatch.setattr(tsne, "SCORE_BLOCK_BYTES", 8 * 200 * 16)  # 13 blocks of 16 rows for 200 points
+    features, layout, labels = scored_data(200, "clustered")
+    features[100:150] = features[:50]  # 50 exact duplicates: distance 0 to a twin, tied distances to others
+    scores = separation_scores(features, layout, labels)
+    assert scores["silhouette"] == pytest.approx(silhouette_score(features, labels), abs=1e-6)
+    # Tied points share the lowest rank here; scikit-learn's argsort orders them arbitrarily, so
+    # its penalty is at least as large. The reference: ranks with method="min" on the full matrix.
+    distances = np.linalg.norm(features[:, None].astype(np.float64) - features[None], axis=2)  # (N, N)
+    np.fill_diagonal(distances, np.inf)
+    ranks = rankdata(distances, method="min", axis=1)  # (N, N), 1 = nearest
+    neighbours = np.argsort(np.linalg.norm(layout[:, None] - layout[None], axis=2) + np.diag([np.inf] * 200),
+                            axis=1)[:, :5]
+    penalty = np.clip(np.take_along_axis(ranks, neighbours, axis=1) - 5, 0, None).sum()
+    assert penalty > 0
+    expected = 1.0 - penalty * 2.0 / (200 * 5 * (2.0 * 200 - 3.0 * 5 - 1.0))
+    assert scores["trustworthiness"] == pytest.approx(expected, abs=1e-12)
+    assert scores["trustworthiness"] >= trustworthiness(features, layout, n_neighbors=5)
+
+
+def test_separation_scores_memory_stays_far_below_a_distance_matrix():
+    # scikit-learn's trustworthiness (and the old code) held the full N x N float64 matrix: 72 MB here.
+    features, layout, labels = scored_data(3000, "clustered")
+    tracemalloc.start()
+    try:
+        separation_scores(features, layout, labels)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * tsne.SCORE_BLOCK_BYTES + 2 * 2**20  # one block, its comparison buffer, small arrays
