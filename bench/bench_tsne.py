@@ -14,12 +14,18 @@ class-stratified probe set every ``--every`` steps. Then, for the last capture, 
 and prints CPU seconds (``time.process_time``, all threads), wall seconds, ``knn_acc_2d`` and
 ``trustworthiness`` side by side, and the ratios (c)/(b) and (c)/(a).
 
+``--part scores`` instead compares :func:`lenet_lightning.tsne.separation_scores` with
+scikit-learn's ``silhouette_score`` plus ``trustworthiness`` on clustered 10-d logits of
+``--score-points`` sizes: CPU seconds (one thread) and peak numpy memory (tracemalloc) side by
+side, the ratios, and the largest difference in the values.
+
 Usage::
 
     python bench/bench_tsne.py                      # about 2 minutes on 2 cores
     python bench/bench_tsne.py --skip-notebook --repeats 3 --cache /tmp/captures.npz
     python bench/bench_tsne.py --threads 0          # every t-SNE on all cores
-    python bench/bench_tsne.py --dry-run            # a smoke check
+    python bench/bench_tsne.py --part scores        # scores at 2,000 and 10,000 points, about 30 s
+    python bench/bench_tsne.py --dry-run            # a smoke check of both parts
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ import argparse
 import gzip
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.manifold import TSNE
+from sklearn.manifold import TSNE, trustworthiness
+from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 
 try:
@@ -143,6 +152,39 @@ def frame_change(before: np.ndarray, after: np.ndarray) -> float:
     return float(((a / np.linalg.norm(a) - b / np.linalg.norm(b)) ** 2).sum())
 
 
+def bench_scores(sizes: list[int], seed: int, repeats: int) -> None:
+    """Prints ``separation_scores`` against scikit-learn's scores: CPU s, peak MB, largest difference."""
+
+    def reference(features: np.ndarray, layout: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return {"silhouette": silhouette_score(features, labels),
+                "trustworthiness": trustworthiness(features, layout, n_neighbors=5)}
+
+    def ours(features: np.ndarray, layout: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return separation_scores(features, layout, labels)
+
+    print(f"{'scores':28s} {'CPU s':>7s} {'peak MB':>8s} {'silhouette':>11s} {'trust':>7s}")
+    for n_points in sizes:
+        rng = np.random.default_rng(seed)
+        labels = np.arange(n_points) % 10
+        features = (4.0 * rng.normal(size=(10, 10))[labels] + rng.normal(size=(n_points, 10))).astype(np.float32)
+        layout = features[:, :2] + 0.3 * rng.normal(size=(n_points, 2))
+        rows = {}
+        for name, fn in (("scikit-learn", reference), ("separation_scores", ours)):
+            with threadpool_limits(limits=1):
+                values, cpu, _ = timed(partial(fn, features, layout, labels), repeats)
+                tracemalloc.start()
+                fn(features, layout, labels)
+                peak = tracemalloc.get_traced_memory()[1] / 2**20
+                tracemalloc.stop()
+            rows[name] = (values, cpu, peak)
+            print(f"N={n_points:<6d} {name:21s} {cpu:7.3f} {peak:8.1f} {values['silhouette']:11.7f} "
+                  f"{values['trustworthiness']:7.5f}")
+        (old, old_cpu, old_peak), (new, new_cpu, new_peak) = rows.values()
+        difference = max(abs(old[key] - new[key]) for key in old)
+        print(f"N={n_points:<6d} separation_scores / scikit-learn: CPU x{new_cpu / old_cpu:.3f}, "
+              f"peak x{new_peak / old_peak:.3f}, largest difference {difference:.1e}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--points", type=int, default=2000, help="probe set size")
@@ -155,11 +197,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="OpenMP threads and n_jobs of every t-SNE (embed_2d's default 1; 0: all cores)")
     parser.add_argument("--skip-notebook", action="store_true", help="skip (a), 5000 iterations")
     parser.add_argument("--cache", type=Path, default=None, help=".npz to reuse captures from (or save to)")
+    parser.add_argument("--part", choices=("tsne", "scores"), default="tsne",
+                        help="tsne: (a)-(c) above; scores: separation_scores against scikit-learn's")
+    parser.add_argument("--score-points", type=int, nargs="+", default=[2000, 10000],
+                        help="sizes for --part scores")
     parser.add_argument("--dry-run", action="store_true",
-                        help="100 points, 20 steps, no notebook run: checks the script runs")
+                        help="both parts at 100-200 points, 20 steps, no notebook run: checks the script runs")
     args = parser.parse_args(argv)
     if args.dry_run:
         args.points, args.steps, args.every, args.repeats, args.skip_notebook = 100, 20, 10, 1, True
+        bench_scores([101, 200], args.seed, args.repeats)
+    elif args.part == "scores":
+        bench_scores(args.score_points, args.seed, args.repeats)
+        return
 
     t0 = time.perf_counter()
     if args.cache is not None and args.cache.exists():
