@@ -266,14 +266,17 @@ def _feature_space_scores(
 ) -> tuple[float, float]:
     """Silhouette and trustworthiness from one pass over the feature-space distances.
 
-    scikit-learn's ``trustworthiness`` builds the whole ``N x N`` distance matrix and arg-sorts it,
-    and ``silhouette_score`` works in blocks of up to 1 GB (``working_memory``): at N = 10,000 each
-    holds an 800 MB matrix. Here the Euclidean distances are made ``SCORE_BLOCK_BYTES`` of rows at
-    a time, in float64 (as scikit-learn upcasts float32), and each block serves both scores:
+    scikit-learn's ``trustworthiness`` builds the whole ``N x N`` distance matrix, its arg-sort and
+    an ``N x N`` inverted index, and ``silhouette_score`` works in blocks of up to 1 GB
+    (``working_memory``), so at N = 10,000 both hold the whole matrix. Here the Euclidean
+    distances are made ``SCORE_BLOCK_BYTES`` of rows at a time, in float64 (scikit-learn also
+    computes them in float64 from float32 input), into one reused buffer, and each block serves
+    both scores:
 
-    * silhouette: the block times a one-hot ``(N, C)`` matrix gives every row's summed distance to
-      each class, from which scikit-learn's per-point ``(b - a) / max(a, b)`` follows (0 for a
-      point alone in its class);
+    * silhouette: with the columns in class order, ``np.add.reduceat`` gives every row's summed
+      distance to each class (what a matmul with a one-hot ``(N, C)`` matrix gives, at a seventh
+      of the CPU time), from which scikit-learn's per-point ``(b - a) / max(a, b)`` follows (0
+      for a point alone in its class);
     * trustworthiness: the rank of each 2-D neighbour in its point's feature-space order is one
       plus the number of points nearer than it (ties share the lowest rank; scikit-learn's
       arg-sort orders them arbitrarily), so no sort is needed.
@@ -323,8 +326,6 @@ def _feature_space_scores(
         np.sqrt(block, out=block)
         block[local, itself] = 0.0  # exactly, as scikit-learn sets it
         if classes is not None:
-            # add.reduceat over class runs; a (B, N) @ (N, C) one-hot matmul gives the same sums at
-            # about 7x the CPU time.
             sums = np.add.reduceat(block, class_starts, axis=1)  # (B, C) summed distance to each class
             own = classes[start:stop]  # (B,)
             with np.errstate(divide="ignore", invalid="ignore"):
