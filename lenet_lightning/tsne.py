@@ -5,21 +5,23 @@ thread and the tests can run them on synthetic blobs.
 
 The callback embeds one capture every ``every_n_train_steps``: the same probe images in the same
 order, whose activations move a little between captures. :func:`embed_2d` therefore has two modes:
-a full t-SNE from a PCA initialisation for the first capture, and a *warm start* from the previous
-capture's layout for every later one. The warm start shrinks the previous layout to the scale of
-scikit-learn's PCA initialisation (std 1e-4), skips early exaggeration (the clusters are already
-placed), runs scikit-learn's minimum of 250 iterations instead of 1,000 and a coarser Barnes-Hut
-angle (0.8 instead of 0.5; against 0.7 it saved 10-20% of the CPU time, with 5-NN accuracy in the
-map 0.05 points lower and the same trustworthiness).
+a short full t-SNE from a PCA initialisation for the first capture (100 iterations with early
+exaggeration, 100 without), and a *warm start* from the previous capture's layout for every later
+one: the previous layout shrunk to the scale of a PCA initialisation (std 1e-4), no early
+exaggeration (the clusters are already placed), 50 iterations (75 above 5,000 points, whose map
+takes longer to unfold again). The optimiser is openTSNE's: Barnes-Hut below 10,000 points, FFT
+interpolation from there (linear in N), any number of iterations (scikit-learn's is at least 250),
+and an exact nearest-neighbour search, the fastest for these 10-d logits.
 
-Measured with ``bench/bench_tsne.py`` on this project's 2-core machine, one thread, 2,000
-Fashion-MNIST probe images after 50-300 Adam steps (two training seeds, 12 warm-started captures):
-1.4-1.6 CPU s per capture against 7-9 s for scikit-learn's defaults (about 2 s against 9 s while
-other jobs loaded the machine), leave-one-out 5-NN accuracy in the map within 0.6 points of the
-defaults', trustworthiness >= 0.996 (defaults: 0.997). Keeping the previous layout's own scale
-instead costs the same but lost up to 1.4 points of 5-NN accuracy. A short cold run from PCA is
-as good on these numbers, but flips and rotates the map between captures: after the first 50
-steps its normalised frame-to-frame change reached 0.39, the warm start's 0.07.
+Measured with ``bench/bench_tsne.py`` on this project's 2-core machine, one thread, Fashion-MNIST
+probe images after 0-300 Adam steps, against scikit-learn's defaults (converged, 1,000 iterations)
+on the same points: at 10,000 points a warm capture takes 2.8-3.1 CPU s (scikit-learn's warm start
+with its minimum 250 iterations: 18 s; its defaults: 100-114 s), 5-NN accuracy in the map 0.004
+below the defaults', trustworthiness 0.0007 below; the first capture 9-10 s, 0.003 and 0.0005
+below. At 2,000 points a warm capture takes about 0.7 CPU s (scikit-learn's warm start: 1.4 s),
+5-NN accuracy within 0.002 and trustworthiness within 0.0005. Shrinking the previous layout matters:
+keeping its scale lost up to 1.3 points of 5-NN accuracy at the same cost, and a cold run from PCA
+flips and rotates the map between captures.
 """
 
 from __future__ import annotations
@@ -28,15 +30,17 @@ import math
 import warnings
 
 import numpy as np
-from sklearn.manifold import TSNE
+from openTSNE import TSNEEmbedding, affinity, initialization
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-# Warm-start settings, chosen with bench/bench_tsne.py (numbers in the module docstring).
-WARM_MAX_ITER = 250  # scikit-learn's minimum: its first (exaggeration) phase is fixed at 250 iterations
-WARM_EARLY_EXAGGERATION = 1.0  # none: the previous layout already holds the clusters
-WARM_INIT_STD = 1e-4  # the previous layout is shrunk to this std, the scale of scikit-learn's PCA init
-WARM_ANGLE = 0.8  # Barnes-Hut accuracy/speed trade-off; 0.5 is scikit-learn's default
+# Settings chosen with bench/bench_tsne.py (numbers in the module docstring).
+COLD_ITERATIONS = 200  # the first capture: half with early exaggeration, half without
+COLD_EXAGGERATION = 12.0  # openTSNE's and scikit-learn's default
+WARM_ITERATIONS = 50  # later captures, from the previous layout, no exaggeration
+WARM_ITERATIONS_LARGE = 75  # the same above LARGE_MAP points
+LARGE_MAP = 5000
+WARM_INIT_STD = 1e-4  # the previous layout is shrunk to this std, the scale of a PCA initialisation
 
 
 def effective_perplexity(n_samples: int, perplexity: float) -> float:
@@ -89,12 +93,12 @@ def embed_2d(
     max_iter: int | None = None,
     n_threads: int | None = 1,
 ) -> np.ndarray:
-    """Embeds ``(N, D)`` features in 2-D with scikit-learn's Barnes-Hut t-SNE.
+    """Embeds ``(N, D)`` features in 2-D with openTSNE (Barnes-Hut below 10,000 points, FFT above).
 
-    With ``init=None`` this is a full run with scikit-learn's defaults: PCA initialisation, early
-    exaggeration 12, 1,000 iterations. With ``init``, the previous capture's layout of the same
-    points in the same order, it is a warm start (see the module docstring): about a fifth of the
-    CPU time at the same map quality, and the map keeps its orientation from capture to capture.
+    With ``init=None`` this is a full run: PCA initialisation, ``COLD_ITERATIONS`` iterations, the
+    first half with early exaggeration 12. With ``init``, the previous capture's layout of the same
+    points in the same order, it is a warm start (see the module docstring): a sixth of the CPU time
+    at the same map quality, and the map keeps its orientation from capture to capture.
 
     Non-finite feature values are replaced by 0 with a warning, so one diverged capture does not
     stop the callback. Too large a perplexity for ``N`` is lowered by :func:`effective_perplexity`.
@@ -103,19 +107,20 @@ def embed_2d(
         features: ``(N, D)`` activations, ``N >= 2``.
         init: ``(N, 2)`` layout to start from, or ``None`` for a full run.
         perplexity: t-SNE perplexity, roughly the number of neighbours each point attends to.
-        seed: Random state for scikit-learn.
-        max_iter: Iterations, at least 250; ``None`` for 1,000 (full run) or ``WARM_MAX_ITER`` (warm).
-        n_threads: OpenMP threads and ``n_jobs`` for scikit-learn, limited for this call only;
-            ``None`` keeps the process's setting (all cores). The default 1 suits the callback's
-            background thread: it leaves the other cores to training and costs the least CPU
-            time (two threads cost about 1.3x the CPU seconds for 0.7x the wall time).
+        seed: Random state.
+        max_iter: Iterations, at least 2 for a full run (half of them exaggerated), 1 for a warm
+            start; ``None`` for ``COLD_ITERATIONS`` or ``WARM_ITERATIONS`` (``WARM_ITERATIONS_LARGE``
+            above ``LARGE_MAP`` points).
+        n_threads: Threads for this call only (openTSNE's ``n_jobs``, and OpenMP/BLAS limited to it);
+            ``None`` for all cores. The default 1 suits the callback's background thread: it leaves
+            the other cores to training and costs the least CPU time.
 
     Returns:
         ``(N, 2)`` float32 layout.
 
     Raises:
         ValueError: If ``features`` is not a 2-D array with at least 2 rows, ``init`` is not a
-            finite ``(N, 2)`` array, ``max_iter < 250`` or ``n_threads < 1``.
+            finite ``(N, 2)`` array, ``max_iter`` is too small or ``n_threads < 1``.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -126,38 +131,36 @@ def embed_2d(
     """
     features = _finite_features(features)
     n_samples = features.shape[0]
-    if max_iter is not None and max_iter < 250:
-        raise ValueError(
-            f"Expected `max_iter` to be at least 250 (scikit-learn's minimum), but got {max_iter}."
-        )
-    if n_threads is not None and n_threads < 1:
+    if n_threads is not None and (isinstance(n_threads, bool) or n_threads < 1):
         raise ValueError(f"Expected `n_threads` to be a positive integer or None, but got {n_threads}.")
     start = None if init is None else _warm_start(init, n_samples)
+    smallest = 2 if start is None else 1
+    if max_iter is not None and max_iter < smallest:
+        raise ValueError(f"Expected `max_iter` to be at least {smallest}, but got {max_iter}.")
     perplexity = effective_perplexity(n_samples, perplexity)
-    if start is None:
-        # PCA of constant or 1-D features is undefined (zero variance); random init is the fallback.
-        usable_pca = features.shape[1] >= 2 and bool(np.ptp(features, axis=0).max() > 0)
-        tsne = TSNE(
-            perplexity=perplexity,
-            init="pca" if usable_pca else "random",
-            max_iter=1000 if max_iter is None else max_iter,
-            random_state=seed,
-            n_jobs=n_threads,
-        )
-    else:
-        tsne = TSNE(
-            perplexity=perplexity,
-            init=start,
-            early_exaggeration=WARM_EARLY_EXAGGERATION,
-            max_iter=WARM_MAX_ITER if max_iter is None else max_iter,
-            angle=WARM_ANGLE,
-            random_state=seed,
-            n_jobs=n_threads,
-        )
-    # OpenMP's thread count is per calling thread, so this limit does not reach the training thread.
-    with threadpool_limits(limits=n_threads, user_api="openmp"):
-        layout = tsne.fit_transform(features)  # (N, 2)
-    return np.asarray(layout, dtype=np.float32)
+    jobs = -1 if n_threads is None else n_threads
+    # Limits apply to the calling thread only, so they do not reach the training thread.
+    with threadpool_limits(limits=n_threads):
+        affinities = affinity.PerplexityBasedNN(features, perplexity=perplexity, method="exact", n_jobs=jobs,
+                                                random_state=seed, verbose=False)
+        if start is None:
+            # PCA of constant or 1-D features is undefined (zero variance); random init is the fallback.
+            usable_pca = features.shape[1] >= 2 and bool(np.ptp(features, axis=0).max() > 0)
+            start = (initialization.pca(features, random_state=seed) if usable_pca
+                     else initialization.random(n_samples, random_state=seed))
+            total = COLD_ITERATIONS if max_iter is None else max_iter
+            phases = [(total // 2, COLD_EXAGGERATION), (total - total // 2, None)]
+        else:
+            warm = WARM_ITERATIONS_LARGE if n_samples > LARGE_MAP else WARM_ITERATIONS
+            phases = [(warm if max_iter is None else max_iter, None)]
+        embedding = TSNEEmbedding(start, affinities, n_jobs=jobs, random_state=seed, verbose=False)
+        for iterations, exaggeration in phases:
+            embedding = embedding.optimize(iterations, exaggeration=exaggeration,
+                                           momentum=0.5 if exaggeration else 0.8)
+    layout = np.asarray(embedding, dtype=np.float32)  # (N, 2)
+    if not np.isfinite(layout).all():
+        raise FloatingPointError(f"t-SNE of {n_samples} points diverged to non-finite coordinates.")
+    return layout
 
 
 def _warm_start(init: np.ndarray, n_samples: int) -> np.ndarray | None:
