@@ -49,10 +49,12 @@ class EmbeddingProjector(Callback):
     update), at every scheduled step, and at the end of fit; ``validate`` and ``test`` capture once.
     It draws no random numbers, so training is unchanged by it. t-SNE, scores and plots run in a
     background thread at the lowest CPU priority (:class:`~lenet_lightning.analysis.BackgroundAnalysis`),
-    one capture after another, each starting from the previous layout; they get every core when
-    training pauses for validation and at the end. A checkpoint holds the captures still queued, and
-    a resume analyses them. A capture whose files cannot be written is skipped with a warning:
-    the run goes on.
+    newest capture first, each map starting from the layout of the capture nearest in step; they get
+    every core when training pauses for validation and at the end. When captures come faster than
+    their maps, the older ones waiting get their silhouette at once and their maps at that pause (you
+    are told once); every capture keeps its projector entry, row and panel of the evolution image. A
+    checkpoint holds the captures not yet analysed, and a resume analyses them. A capture whose files
+    cannot be written is skipped with a warning: the run goes on.
 
     Several instances coexist when they capture different layers (``state_key`` holds the layer).
     The ``fc2`` series writes its plots to ``<log_dir>/embeddings`` and logs ``embeddings/*``
@@ -204,9 +206,9 @@ class EmbeddingProjector(Callback):
         if trainer.is_global_zero and self.tsne and self._analysis is None:
             self._perplexity = tsne.effective_perplexity(len(probe.labels), self.perplexity)
             self._analysis = BackgroundAnalysis(self._perplexity, self.seed, draw=self._draw_map,
-                                                layout=self._series.last_layout())
+                                                layouts=self._series.layouts)
             for pending in self._requeue:
-                self._analysis.submit(pending)
+                self._submit(trainer, pending)
         elif trainer.is_global_zero:  # no t-SNE now: what was queued gets its fc2-space score
             for pending in self._requeue:
                 self._record(trainer, Analysis(pending, tsne.separation_scores(pending.features, None, probe.labels)))
@@ -339,7 +341,19 @@ class EmbeddingProjector(Callback):
         if self._analysis is None:
             self._record(trainer, Analysis(record, tsne.separation_scores(features, None, probe.labels)))
         else:
-            self._analysis.submit(record)
+            self._submit(trainer, record)
+
+    def _submit(self, trainer: pl.Trainer, record: Capture) -> None:
+        """Queues the capture's analysis; the first time the queue overflows in this run, says what
+        that means (the analysis is new in each run, so its count starts at 0)."""
+        assert self._analysis is not None
+        skipped = self._analysis.skipped
+        self._analysis.submit(record)
+        if skipped == 0 < self._analysis.skipped:
+            _tell(trainer, f"EmbeddingProjector: captures come faster than their t-SNE maps, so the newest is "
+                           f"mapped first and those skipped ({self._analysis.skipped} so far) get their maps when "
+                           "training pauses (validation, end of fit). Every capture still gets its projector "
+                           "entry and silhouette score at once.")
 
     def _write_entries(self, pl_module: pl.LightningModule, key: CaptureKey, features: np.ndarray,
                        metadata: dict[str, list[str]]) -> None:
@@ -409,7 +423,8 @@ class EmbeddingProjector(Callback):
 
     def _record(self, trainer: pl.Trainer, analysis: Analysis) -> None:
         """The one place, on the main thread, where a finished analysis joins the series: its row and
-        2-D layout are kept, its scores logged at its step, and the CSV rewritten."""
+        2-D layout are kept, its new scores logged at its step, and the CSV rewritten. A gap comes here
+        twice: with its silhouette, then with its map and 2-D scores."""
         record = analysis.capture
         tag = self._tag(record.key)
         if analysis.error is not None:
@@ -417,12 +432,13 @@ class EmbeddingProjector(Callback):
             reason = analysis.error.strip().splitlines()[-1]
             rank_zero_warn(f"EmbeddingProjector: {step} of {tag} failed ({reason}); {lost} for it. "
                            f"Traceback from the analysis thread:\n{analysis.error}")
-        row = self._series.add(analysis, tag)
+        new = self._series.add(analysis, tag)  # a gap's 2-D scores join its row when its map is made
         self._publish(trainer, analysis, tag)
-        metrics = {f"{self.name}/{name}": float(value) for name, value in row.items()
+        metrics = {f"{self.name}/{name}": float(value) for name, value in new.items()
                    if name not in ("tag", "step", "stage") and value is not None}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=record.step)
+        if metrics:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=record.step)
         path = self.plot_dir / "separation.csv"
         try:
             write_scores_csv(path, list(self._series.rows.values()))
