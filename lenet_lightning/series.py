@@ -20,6 +20,7 @@ from lenet_lightning.atomic import write_atomically
 from lenet_lightning.capture import ProbeSet
 
 SCORE_COLUMNS = ("tag", "step", "stage", "probe_acc", "silhouette", "knn_acc_2d", "trustworthiness")
+FEATURE_SCORES = ("probe_acc", "silhouette")  # known without a 2-D map: a gap has them at once
 STATE_VERSION = 2
 
 
