@@ -362,7 +362,7 @@ class EmbeddingProjector(Callback):
             _tell(trainer, f"EmbeddingProjector: captures come faster than their t-SNE maps, so the newest is "
                            f"mapped first and those skipped ({self._analysis.skipped} so far) get their maps when "
                            "training pauses (validation, end of fit). Every capture still gets its projector "
-                           "entry and silhouette score at once.")
+                           "entry and silhouette score as it comes.")
 
     def _write_entries(self, pl_module: pl.LightningModule, key: CaptureKey, features: np.ndarray,
                        metadata: dict[str, list[str]]) -> None:
