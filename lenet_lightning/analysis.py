@@ -156,8 +156,9 @@ class BackgroundAnalysis:
 
     def poll(self) -> list[Analysis]:
         """The analyses finished so far, gaps' scores-only results included, in step order; does not wait."""
-        scored = [(gap, future) for gap, future in self._scoring if future.done()]
-        self._scoring = [item for item in self._scoring if not item[1].done()]
+        done = [item[1].done() for item in self._scoring]  # read once: a future may finish meanwhile
+        scored = [item for item, is_done in zip(self._scoring, done, strict=True) if is_done]
+        self._scoring = [item for item, is_done in zip(self._scoring, done, strict=True) if not is_done]
         with self._lock:
             finished, self._finished = self._finished, []
         return self._hand_back(scored, finished)
