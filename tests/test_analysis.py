@@ -183,3 +183,38 @@ def test_background_analysis_failed_plot_keeps_the_layout_and_scores():
     queue.close()
     assert result.layout is not None and "knn_acc_2d" in result.scores
     assert "No space left on device" in result.error
+
+
+def test_background_analysis_drain_scores_a_gap_once_when_its_silhouette_had_not_started(monkeypatch):
+    """At drain, the full analysis scores a gap anyway: a silhouette still queued is cancelled."""
+    draw, scored, scoring = HeldDraw(), [], threading.Event()
+    mapped = {step: threading.Event() for step in range(6)}
+    real_draw = draw.__call__
+
+    def draw_and_tell(capture, layout):
+        real_draw(capture, layout)
+        mapped[capture.step].set()
+
+    real_silhouette = analysis_module._silhouette
+
+    def slow_silhouette(capture):  # the first gap's is held until gap 1 is mapped, at drain
+        scored.append(capture.step)
+        scoring.set()
+        if capture.step == 1:
+            mapped[1].wait()
+        return real_silhouette(capture)
+
+    monkeypatch.setattr(analysis_module, "_silhouette", slow_silhouette)
+    queue = BackgroundAnalysis(perplexity=5, seed=0, draw=draw_and_tell)
+    series = captures(6)
+    queue.submit(series[0])
+    draw.started.wait()
+    for capture in series[1:]:
+        queue.submit(capture)  # gaps 1, 2, 3
+    scoring.wait()  # the scores thread is held in gap 1's silhouette; 2 and 3 wait behind it
+    draw.release.set()
+    results = queue.poll() + queue.drain()
+    queue.close()
+    assert scored == [1]  # the silhouettes of gaps 2 and 3 never ran
+    assert [(r.capture.step, r.layout is None) for r in results if r.layout is None] == [(1, True)]
+    assert sorted(r.capture.step for r in results if r.layout is not None) == [0, 1, 2, 3, 4, 5]
