@@ -1,10 +1,10 @@
 """The background analysis of captures: t-SNE (warm-started), 2-D scores and the map's plot.
 
 :class:`BackgroundAnalysis` owns everything this needs: the worker thread (at the lowest CPU
-priority), how many threads its t-SNE may use, and the previous capture's layout, from which each
-t-SNE starts. Its methods are called from one thread, the training loop's; results come back there,
-in submission order, from :meth:`BackgroundAnalysis.poll` and :meth:`BackgroundAnalysis.drain`.
-No Lightning here.
+priority), how many threads its t-SNE may use, the captures waiting for it, and the layouts of the
+captures analysed so far, from which each t-SNE starts. Its methods are called from one thread, the
+training loop's; results come back there, from :meth:`BackgroundAnalysis.poll` and
+:meth:`BackgroundAnalysis.drain`. No Lightning here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 import os
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -51,7 +51,10 @@ class Capture:
 @dataclass(frozen=True)
 class Analysis:
     """What the analysis of one capture found: ``scores`` (``silhouette``, and ``knn_acc_2d`` and
-    ``trustworthiness`` when the 2-D ``layout`` was made), and the error's traceback if a step failed."""
+    ``trustworthiness`` when the 2-D ``layout`` was made), and the error's traceback if a step failed.
+
+    A capture skipped while training runs (see :class:`BackgroundAnalysis`) comes back twice: first
+    with its ``silhouette`` only (no layout, no error), then, once analysed, in full."""
 
     capture: Capture
     scores: dict[str, float] = field(default_factory=dict)
@@ -64,8 +67,15 @@ Draw = Callable[[Capture, np.ndarray], "np.ndarray | None"]
 
 
 class BackgroundAnalysis:
-    """Analyses captures one after another in a low-priority thread, each t-SNE warm-started from the
-    previous capture's layout.
+    """Analyses captures in a low-priority thread, newest first, each t-SNE warm-started from the
+    layout of the analysed capture nearest to it in step.
+
+    While training runs, the worker takes the newest capture waiting, so the maps follow training.
+    When captures come faster than that (a GPU, a short capture interval), more than ``max_waiting``
+    would wait: the oldest become *gaps*. A gap leaves the worker's queue (the memory it holds is
+    its features, ``(N, D)``), gets its ``silhouette`` at once in a second low-priority thread, and
+    its t-SNE, 2-D scores and plot at the next :meth:`drain`, when training pauses and every core is
+    free. So the queue stays bounded, and every capture still ends with its map.
 
     Args:
         perplexity: t-SNE perplexity (it must fit the probe size: see :func:`tsne.effective_perplexity`).
@@ -73,7 +83,12 @@ class BackgroundAnalysis:
         draw: Called in the worker with each capture and its layout, to save its plot; what it returns
             (the plot as an image, or ``None``) is the analysis' ``image``. A failure there is
             reported in the capture's ``error`` and costs it the plot only.
-        layout: The layout the first t-SNE starts from (e.g. restored from a checkpoint).
+        layouts: Layouts of captures analysed before (e.g. restored from a checkpoint), by key: the
+            t-SNE of a capture starts from the one nearest to it in step.
+        max_waiting: How many captures may wait for the worker while training runs (at least 1).
+
+    Raises:
+        ValueError: ``max_waiting`` is not an integer >= 1.
 
     Example:
         >>> queue = BackgroundAnalysis(perplexity=5, seed=0)
@@ -81,49 +96,93 @@ class BackgroundAnalysis:
         >>> queue.submit(Capture(0, "fit", features, labels))
         >>> [(a.capture.key, a.layout.shape) for a in queue.drain()]
         [((0, 'fit'), (40, 2))]
+        >>> queue.skipped
+        0
         >>> queue.close()
     """
 
     def __init__(self, perplexity: float, seed: int, draw: Draw | None = None,
-                 layout: np.ndarray | None = None) -> None:
-        self.perplexity, self.seed, self.draw = perplexity, seed, draw
-        self._lock = threading.Lock()  # guards the two fields below, shared with the worker
-        self._last_layout = layout
+                 layouts: Mapping[CaptureKey, np.ndarray] | None = None, max_waiting: int = 2) -> None:
+        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 1:
+            raise ValueError(f"Expected `max_waiting` to be an integer >= 1, but got {max_waiting!r}.")
+        self.perplexity, self.seed, self.draw, self.max_waiting = perplexity, seed, draw, max_waiting
+        self._lock = threading.Lock()  # guards the five fields below, shared with the worker
+        self._layouts: dict[CaptureKey, np.ndarray] = dict(layouts or {})
         self._threads = 1
+        self._waiting: list[Capture] = []  # oldest first; the worker pops the newest
+        self._working = False  # a worker job is running: it takes what waits before it returns
+        self._finished: list[Analysis] = []  # the worker's results, not yet handed back
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsne",
                                             initializer=_yield_cpu_to_training)
-        self._queue: list[tuple[Capture, Future[Analysis]]] = []  # main thread only
+        self._scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scores",
+                                          initializer=_yield_cpu_to_training)
+        # Main thread only.
+        self._job: Future[None] | None = None
+        self._gaps: list[Capture] = []  # skipped while training runs; analysed at the next drain
+        self._scoring: list[tuple[Capture, Future[dict[str, float]]]] = []  # the gaps' silhouettes
+        self._unfinished: dict[CaptureKey, Capture] = {}  # every capture whose full analysis is not handed back
+        self._skipped = 0
 
     @property
-    def last_layout(self) -> np.ndarray | None:
-        """The layout of the latest capture analysed (the next t-SNE starts from it)."""
+    def skipped(self) -> int:
+        """How many captures have become gaps so far: the caller can tell its user when it starts."""
+        return self._skipped
+
+    @property
+    def layouts(self) -> dict[CaptureKey, np.ndarray]:
+        """The layouts of the captures analysed so far (and those given), by key."""
         with self._lock:
-            return self._last_layout
+            return dict(self._layouts)
 
     @property
     def pending(self) -> list[Capture]:
-        """Captures submitted whose analysis has not been handed back by :meth:`poll` or :meth:`drain`."""
-        return [capture for capture, _ in self._queue]
+        """Captures submitted whose full analysis has not been handed back by :meth:`poll` or
+        :meth:`drain` (waiting, gaps, and the one being analysed), in step order."""
+        return [self._unfinished[key] for key in sorted(self._unfinished)]
 
     def submit(self, capture: Capture) -> None:
-        """Queues ``capture``; it is analysed after every capture submitted before it."""
-        self._queue.append((capture, self._executor.submit(self._analyse, capture)))
+        """Queues ``capture``, to be analysed before those waiting longer; past ``max_waiting``
+        waiting, the oldest become gaps and get their ``silhouette`` now."""
+        self._unfinished[capture.key] = capture
+        with self._lock:
+            self._waiting.append(capture)
+            overflow = len(self._waiting) - self.max_waiting
+            gaps, self._waiting = self._waiting[:max(overflow, 0)], self._waiting[max(overflow, 0):]
+            self._wake()
+        for gap in gaps:
+            self._scoring.append((gap, self._scorer.submit(_silhouette, gap)))
+        self._gaps += gaps
+        self._skipped += len(gaps)
 
     def poll(self) -> list[Analysis]:
-        """The analyses finished so far, in submission order; does not wait."""
-        done = 0
-        while done < len(self._queue) and self._queue[done][1].done():
-            done += 1
-        finished, self._queue = self._queue[:done], self._queue[done:]
-        return [future.result() for _, future in finished]
+        """The analyses finished so far, gaps' scores-only results included, in step order; does not wait."""
+        done = [item[1].done() for item in self._scoring]  # read once: a future may finish meanwhile
+        scored = [item for item, is_done in zip(self._scoring, done, strict=True) if is_done]
+        self._scoring = [item for item, is_done in zip(self._scoring, done, strict=True) if not is_done]
+        with self._lock:
+            finished, self._finished = self._finished, []
+        return self._hand_back(scored, finished)
 
     def drain(self) -> list[Analysis]:
-        """Waits for every queued analysis, giving it every core (training is paused or over)."""
+        """Analyses everything not yet analysed, gaps included, on every core (training is paused or
+        over), and waits for it; returns what :meth:`poll` has not, in step order."""
+        for _, future in self._scoring:
+            future.cancel()  # not started: its full analysis, due now, scores it anyway
         with self._lock:
             self._threads = os.cpu_count() or 1
+            self._waiting = self._gaps + self._waiting
+            self._wake()
+        self._gaps = []
         try:
-            finished, self._queue = self._queue, []
-            return [future.result() for _, future in finished]
+            if self._job is not None:
+                self._job.result()
+            scored = [(gap, future) for gap, future in self._scoring if not future.cancelled()]
+            self._scoring = []
+            for _, future in scored:
+                future.result()
+            with self._lock:
+                finished, self._finished = self._finished, []
+            return self._hand_back(scored, finished)
         finally:
             with self._lock:
                 self._threads = 1
@@ -131,15 +190,52 @@ class BackgroundAnalysis:
     def close(self) -> None:
         """Cancels queued analyses and waits for the one running, if any: after an exception the run
         should end now, not after the queue. The captures left are dropped."""
-        for _, future in self._queue:
+        self._unfinished, self._gaps = {}, []
+        with self._lock:
+            self._waiting = []
+        for _, future in self._scoring:
             future.cancel()
-        self._queue = []
+        self._scoring = []
+        self._scorer.shutdown(wait=True, cancel_futures=True)
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def _analyse(self, capture: Capture) -> Analysis:
+    def _hand_back(self, scored: list[tuple[Capture, Future[dict[str, float]]]],
+                   finished: list[Analysis]) -> list[Analysis]:
+        """Gaps' scores first, then full analyses, each in step order (so are the scalars logged from them)."""
+        for analysis in finished:
+            self._unfinished.pop(analysis.capture.key, None)
+        early = [Analysis(gap, future.result()) for gap, future in scored]
+        return sorted(early, key=lambda a: a.capture.key) + sorted(finished, key=lambda a: a.capture.key)
+
+    def _wake(self) -> None:
+        """Starts a worker job unless one runs (it takes what waits before it returns). Lock held."""
+        if self._waiting and not self._working:
+            self._working = True
+            self._job = self._executor.submit(self._work)
+
+    def _work(self) -> None:
+        """Worker thread: analyses the newest waiting capture until none waits. It stops under the
+        lock that :meth:`submit` appends under, so no capture is left waiting without a worker."""
+        try:
+            while True:
+                with self._lock:
+                    if not self._waiting:
+                        self._working = False
+                        return
+                    capture = self._waiting.pop()
+                    threads, init = self._threads, _nearest(self._layouts, capture.key)
+                analysis = self._analyse(capture, init, threads)
+                with self._lock:
+                    if analysis.layout is not None:
+                        self._layouts[capture.key] = analysis.layout
+                    self._finished.append(analysis)
+        except BaseException:  # a bug here must not leave `_working` set: nothing would start again
+            with self._lock:
+                self._working = False
+            raise
+
+    def _analyse(self, capture: Capture, init: np.ndarray | None, threads: int) -> Analysis:
         """Worker thread: t-SNE, scores, then the plot. A failure costs this capture what it stopped."""
-        with self._lock:
-            threads, init = self._threads, self._last_layout
         try:
             with threadpool_limits(limits=threads, user_api="openmp"):
                 layout = tsne.embed_2d(capture.features, init=init, perplexity=self.perplexity, seed=self.seed,
@@ -152,13 +248,35 @@ class BackgroundAnalysis:
             except Exception:
                 scores = {}
             return Analysis(capture, scores, None, error)
-        with self._lock:
-            self._last_layout = layout
         try:
             image = self.draw(capture, layout) if self.draw is not None else None
         except Exception:
             return Analysis(capture, scores, layout, traceback.format_exc())
         return Analysis(capture, scores, layout, image=image)
+
+
+def _nearest(layouts: Mapping[CaptureKey, np.ndarray], key: CaptureKey) -> np.ndarray | None:
+    """The layout nearest in step to ``key`` (ties: the earlier), so that a map filled in late keeps
+    the orientation of its neighbours; ``None`` when there is none yet.
+
+    Example:
+        >>> layouts = {(0, "fit"): np.zeros((1, 2)), (4, "fit"): np.ones((1, 2))}
+        >>> _nearest(layouts, (2, "fit")), _nearest(layouts, (3, "fit"))
+        (array([[0., 0.]]), array([[1., 1.]]))
+    """
+    if not layouts:
+        return None
+    step = key[0]
+    return layouts[min(layouts, key=lambda other: (abs(other[0] - step), other))]
+
+
+def _silhouette(capture: Capture) -> dict[str, float]:
+    """Scorer thread: a gap's fc2-space score, one OpenMP thread. A failure leaves it to the full analysis."""
+    try:
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return tsne.separation_scores(capture.features, None, capture.labels)
+    except Exception:  # the full analysis at the next drain scores it again, and reports the error
+        return {}
 
 
 def _yield_cpu_to_training() -> None:

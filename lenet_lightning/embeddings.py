@@ -8,6 +8,7 @@ It decides *when* to capture, *what*, and *where* it goes. The work is done else
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from PIL import Image
 from torch.utils.data import Dataset
 from typing_extensions import override
 
@@ -24,7 +26,8 @@ from lenet_lightning import capture, plots, projector, tsne
 from lenet_lightning.analysis import Analysis, BackgroundAnalysis, Capture, CaptureKey
 from lenet_lightning.data import InMemoryImages
 from lenet_lightning.preflight import absolute
-from lenet_lightning.series import Series, write_scores_csv
+from lenet_lightning.series import FEATURE_SCORES, Series, write_scores_csv
+from lenet_lightning.step_order import Released, StepOrder
 
 Schedule = Literal["fixed", "doubling"]
 ProbeSplit = Literal["train", "val", "test"]
@@ -49,10 +52,12 @@ class EmbeddingProjector(Callback):
     update), at every scheduled step, and at the end of fit; ``validate`` and ``test`` capture once.
     It draws no random numbers, so training is unchanged by it. t-SNE, scores and plots run in a
     background thread at the lowest CPU priority (:class:`~lenet_lightning.analysis.BackgroundAnalysis`),
-    one capture after another, each starting from the previous layout; they get every core when
-    training pauses for validation and at the end. A checkpoint holds the captures still queued, and
-    a resume analyses them. A capture whose files cannot be written is skipped with a warning:
-    the run goes on.
+    newest capture first, each map starting from the layout of the capture nearest in step; they get
+    every core when training pauses for validation and at the end. When captures come faster than
+    their maps, the older ones waiting get their silhouette at once and their maps at that pause (you
+    are told once); every capture keeps its projector entry, row and panel of the evolution image. A
+    checkpoint holds the captures not yet analysed, and a resume analyses them. A capture whose files
+    cannot be written is skipped with a warning: the run goes on.
 
     Several instances coexist when they capture different layers (``state_key`` holds the layer).
     The ``fc2`` series writes its plots to ``<log_dir>/embeddings`` and logs ``embeddings/*``
@@ -145,6 +150,7 @@ class EmbeddingProjector(Callback):
         self._probe: capture.ProbeSet | None = None
         self._perplexity = self.perplexity  # fitted to the probe set when it is drawn
         self._analysis: BackgroundAnalysis | None = None
+        self._order = StepOrder()  # what is logged to TensorBoard, held until it comes in step order
         self._requeue: list[Capture] = []
         self._checkpoint_step: int | None = None  # validate/test: the step of the loaded checkpoint
         self._train_ended = False
@@ -167,6 +173,7 @@ class EmbeddingProjector(Callback):
             other = [self.plot_dir, *(cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath)]
             projector.remove_leftovers(self._log_dir, other)
         self._probe, self._sprite = None, None  # the data may differ from an earlier run's
+        self._order = StepOrder()
 
     @staticmethod
     def _run_dir(trainer: pl.Trainer) -> Path:
@@ -204,9 +211,9 @@ class EmbeddingProjector(Callback):
         if trainer.is_global_zero and self.tsne and self._analysis is None:
             self._perplexity = tsne.effective_perplexity(len(probe.labels), self.perplexity)
             self._analysis = BackgroundAnalysis(self._perplexity, self.seed, draw=self._draw_map,
-                                                layout=self._series.last_layout())
+                                                layouts=self._series.layouts)
             for pending in self._requeue:
-                self._analysis.submit(pending)
+                self._submit(trainer, pending)
         elif trainer.is_global_zero:  # no t-SNE now: what was queued gets its fc2-space score
             for pending in self._requeue:
                 self._record(trainer, Analysis(pending, tsne.separation_scores(pending.features, None, probe.labels)))
@@ -339,7 +346,23 @@ class EmbeddingProjector(Callback):
         if self._analysis is None:
             self._record(trainer, Analysis(record, tsne.separation_scores(features, None, probe.labels)))
         else:
-            self._analysis.submit(record)
+            self._submit(trainer, record)
+
+    def _submit(self, trainer: pl.Trainer, record: Capture) -> None:
+        """Queues the capture's analysis; the first time the queue overflows in this run, says what
+        that means (the analysis is new in each run, so its count starts at 0)."""
+        assert self._analysis is not None
+        # Its scalars and image will come out of order (newest first, gaps at the pause): later ones wait.
+        if "silhouette" not in self._series.rows.get(record.key, {}):  # else restored with a checkpoint's row
+            self._order.expect("scores", record.step)
+        self._order.expect("map", record.step)
+        skipped = self._analysis.skipped
+        self._analysis.submit(record)
+        if skipped == 0 < self._analysis.skipped:
+            _tell(trainer, f"EmbeddingProjector: captures come faster than their t-SNE maps, so the newest is "
+                           f"mapped first and those skipped ({self._analysis.skipped} so far) get their maps when "
+                           "training pauses (validation, end of fit). Every capture still gets its projector "
+                           "entry and silhouette score as it comes.")
 
     def _write_entries(self, pl_module: pl.LightningModule, key: CaptureKey, features: np.ndarray,
                        metadata: dict[str, list[str]]) -> None:
@@ -409,7 +432,9 @@ class EmbeddingProjector(Callback):
 
     def _record(self, trainer: pl.Trainer, analysis: Analysis) -> None:
         """The one place, on the main thread, where a finished analysis joins the series: its row and
-        2-D layout are kept, its scores logged at its step, and the CSV rewritten."""
+        2-D layout are kept, its bookmark written, the CSV rewritten, and its new scores and plot
+        logged at its step once the earlier steps' have been (see :mod:`lenet_lightning.step_order`).
+        A gap comes here twice: with its silhouette, then with its map and 2-D scores."""
         record = analysis.capture
         tag = self._tag(record.key)
         if analysis.error is not None:
@@ -417,12 +442,19 @@ class EmbeddingProjector(Callback):
             reason = analysis.error.strip().splitlines()[-1]
             rank_zero_warn(f"EmbeddingProjector: {step} of {tag} failed ({reason}); {lost} for it. "
                            f"Traceback from the analysis thread:\n{analysis.error}")
-        row = self._series.add(analysis, tag)
-        self._publish(trainer, analysis, tag)
-        metrics = {f"{self.name}/{name}": float(value) for name, value in row.items()
+        new = self._series.add(analysis, tag)  # a gap's 2-D scores join its row when its map is made
+        self._bookmark(analysis, tag)
+        numbers = {name: float(value) for name, value in new.items()
                    if name not in ("tag", "step", "stage") and value is not None}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=record.step)
+        early = {name: value for name, value in numbers.items() if name in FEATURE_SCORES}
+        released = self._order.put("scores", record.step, (early, None))
+        if analysis.layout is not None or analysis.error is not None:  # final: not a gap's scores-only result
+            late = {name: value for name, value in numbers.items() if name not in FEATURE_SCORES}
+            image: np.ndarray | bytes | None = analysis.image
+            if image is not None and self._order.awaits("map", record.step):
+                image = _png(image)  # held until the gaps before it are mapped: 1 MB raw, about 50 kB as PNG
+            released += self._order.put("map", record.step, (late, image))
+        self._log(trainer, released)
         path = self.plot_dir / "separation.csv"
         try:
             write_scores_csv(path, list(self._series.rows.values()))
@@ -464,10 +496,10 @@ class EmbeddingProjector(Callback):
         _tell(trainer, f"EmbeddingProjector: projector entries in {self._log_dir}, plots in {self.plot_dir}")
 
     # --------------------------------------------- TensorBoard: bookmarks and images
-    def _publish(self, trainer: pl.Trainer, analysis: Analysis, tag: str) -> None:
+    def _bookmark(self, analysis: Analysis, tag: str) -> None:
         """Main thread, rank 0: gives the capture's projector entry a bookmark that shows its offline
-        t-SNE layout (the one aligned with the previous capture, as in its plot) coloured by class,
-        and logs its plot to TensorBoard's Images tab at its step. A failed write costs the bookmark."""
+        t-SNE layout (the one aligned with its neighbour's, as in its plot) coloured by class, as
+        soon as it is made. A failed write costs the bookmark."""
         step = analysis.capture.step
         if analysis.layout is not None and self._log_dir is not None:
             name = f"step {step}: t-SNE of tsne_{tag}.{self.plot_format}"
@@ -476,8 +508,18 @@ class EmbeddingProjector(Callback):
                 projector.write_bookmarks(self._log_dir, tag, [bookmark])
             except (OSError, ValueError) as err:  # e.g. a capture queued in a checkpoint of another run folder
                 rank_zero_warn(f"EmbeddingProjector: could not write the bookmark of {tag} ({err}); skipped it.")
-        if analysis.image is not None:
-            self._log_image(trainer, f"{self.name}/tsne", analysis.image, step)
+
+    def _log(self, trainer: pl.Trainer, released: Released) -> None:
+        """Logs the scores and plots :class:`StepOrder` released, each stream in step order: the plot
+        to TensorBoard's Images tab, the scores to every logger."""
+        for _, step, (metrics, image) in released:
+            if metrics:
+                for logger in trainer.loggers:
+                    logger.log_metrics({f"{self.name}/{name}": value for name, value in metrics.items()}, step=step)
+            if isinstance(image, bytes):
+                image = _unpng(image)
+            if image is not None:
+                self._log_image(trainer, f"{self.name}/tsne", image, step)
 
     def _log_figure(self, trainer: pl.Trainer, tag: str, figure: Any, step: int) -> None:
         if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
@@ -549,6 +591,18 @@ def _tell(trainer: pl.Trainer, message: str) -> None:
         bar.print(message)
     else:
         rank_zero_info(message)
+
+
+def _png(image: np.ndarray) -> bytes:
+    """``(H, W, 3)`` uint8 as PNG bytes, fast rather than small."""
+    stream = io.BytesIO()
+    Image.fromarray(image).save(stream, format="png", compress_level=1)
+    return stream.getvalue()
+
+
+def _unpng(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

@@ -20,6 +20,7 @@ from lenet_lightning.atomic import write_atomically
 from lenet_lightning.capture import ProbeSet
 
 SCORE_COLUMNS = ("tag", "step", "stage", "probe_acc", "silhouette", "knn_acc_2d", "trustworthiness")
+FEATURE_SCORES = ("probe_acc", "silhouette")  # known without a 2-D map: a gap has them at once
 STATE_VERSION = 2
 
 
@@ -39,23 +40,32 @@ class Series:
     layouts: dict[CaptureKey, np.ndarray] = field(default_factory=dict)
 
     def add(self, analysis: Analysis, tag: str) -> dict[str, Any]:
-        """Keeps a finished analysis (its row, and its layout when it has one); returns the row."""
+        """Keeps a finished analysis (its row, and its layout when it has one); returns what is new in
+        the row, so that nothing is logged twice: all of it the first time, and the 2-D scores when a
+        capture that came back with its silhouette only (a gap) comes back analysed.
+
+        Example:
+            >>> series, capture = Series(), Capture(5, "fit", np.zeros((4, 3)), np.zeros(4), None)
+            >>> tag = "fc2_step0000005"
+            >>> sorted(series.add(Analysis(capture, {"silhouette": 0.2}), tag))
+            ['probe_acc', 'silhouette', 'stage', 'step', 'tag']
+            >>> series.add(Analysis(capture, {"silhouette": 0.2, "knn_acc_2d": 0.9}, np.zeros((4, 2))), tag)
+            {'knn_acc_2d': 0.9}
+            >>> len(series.rows), series.rows[(5, "fit")]["knn_acc_2d"]
+            (1, 0.9)
+        """
         record = analysis.capture
-        row = {"tag": tag, "step": record.step, "stage": record.stage, "probe_acc": record.probe_acc,
+        before = self.rows.get(record.key, {})
+        row = {**before, "tag": tag, "step": record.step, "stage": record.stage, "probe_acc": record.probe_acc,
                **analysis.scores}
         self.rows[record.key] = row
         if analysis.layout is not None:
             self.layouts[record.key] = analysis.layout
-        return row
+        return {name: value for name, value in row.items() if name not in before}
 
     def fit_layouts(self) -> list[tuple[CaptureKey, np.ndarray]]:
         """The training captures' layouts, in step order."""
         return sorted((key, layout) for key, layout in self.layouts.items() if key[1] == "fit")
-
-    def last_layout(self) -> np.ndarray | None:
-        """The latest training capture's layout: the next t-SNE starts from it, so maps keep their orientation."""
-        layouts = self.fit_layouts()
-        return layouts[-1][1] if layouts else None
 
     def to_state(self, layer: str, split: str, probe: ProbeSet | None, pending: list[Capture]) -> dict[str, Any]:
         """The checkpoint form: tensors and plain types only (loadable with ``weights_only=True``)."""

@@ -10,6 +10,7 @@ import torch
 from helpers import read_csv, read_projector, read_scalars
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lenet_lightning import analysis as analysis_module
 from lenet_lightning import projector as projector_module
@@ -18,17 +19,19 @@ from lenet_lightning.embeddings import EmbeddingProjector
 from lenet_lightning.model import LeNetClassifier
 
 
-def fit(tmp_path, callback=None, max_steps=20, seed=0, model=None, **trainer_kwargs):
+def fit(tmp_path, callback=None, max_steps=20, seed=0, model=None, callbacks_after=(), ckpt_path=None,
+        **trainer_kwargs):
     pl.seed_everything(seed)
     dm = LeNetDataModule("digits", batch_size=32, val_size=0.15, seed=seed)
     model = model or LeNetClassifier(lr=1e-3)
+    trainer_kwargs = {"limit_val_batches": 1, **trainer_kwargs}
     trainer = pl.Trainer(
         max_steps=max_steps, accelerator="cpu", logger=TensorBoardLogger(tmp_path, name="", version="run"),
-        callbacks=[callback] if callback else [], enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=1, num_sanity_val_steps=0, default_root_dir=tmp_path,
+        callbacks=([callback] if callback else []) + list(callbacks_after), enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
         **trainer_kwargs,
     )
-    trainer.fit(model, dm)
+    trainer.fit(model, dm, ckpt_path=ckpt_path)
     return trainer, model, tmp_path / "run"
 
 
@@ -489,3 +492,98 @@ def test_embedding_projector_checkpoint_of_another_layer_starts_a_new_series_wit
         "fc1_step0000000", "fc1_step0000005"]
     assert [step for step, _ in read_scalars(run_dir, "embeddings/silhouette")] == [5, 10]
     assert [step for step, _ in read_scalars(run_dir, "embeddings_fc1/silhouette")] == [0, 5]
+
+
+# --- captures faster than their maps -----------------------------------------------------------------
+
+
+@pytest.fixture
+def held_tsne(monkeypatch):
+    """t-SNE that waits for the returned Event: captures come faster than their maps, deterministically."""
+    release = threading.Event()
+    real = analysis_module.tsne.embed_2d
+
+    def held(features, **kwargs):
+        release.wait()
+        return real(features, **kwargs)
+
+    monkeypatch.setattr(analysis_module.tsne, "embed_2d", held)
+    return release
+
+
+class ReleaseAtStep(pl.Callback):
+    """Sets ``event`` at the end of ``step`` (listed after the projector: its capture is queued first)."""
+
+    def __init__(self, event, step, then=None):
+        self.event, self.step, self.then = event, step, then
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            if self.then is not None:
+                self.then(trainer)
+            self.event.set()
+
+
+def test_embedding_projector_captures_faster_than_their_maps_all_end_complete_and_in_step_order(
+        tmp_path, monkeypatch, held_tsne):
+    from lenet_lightning import embeddings as embeddings_module
+    from lenet_lightning import plots as plots_module
+
+    told, titles = [], []
+    real_tell, real_evolution = embeddings_module._tell, plots_module.plot_evolution
+    monkeypatch.setattr(embeddings_module, "_tell", lambda trainer, message: (told.append(message),
+                                                                              real_tell(trainer, message)))
+    monkeypatch.setattr(plots_module, "plot_evolution",
+                        lambda layouts, labels, names, panel_titles: (titles.extend(panel_titles),
+                                                                      real_evolution(layouts, labels, names,
+                                                                                     panel_titles))[1])
+    callback = EmbeddingProjector(every_n_train_steps=1, num_samples=30, perplexity=5)
+    # The first map is held until step 5: by then 6 captures came, 1 is being mapped, 2 wait, 3 are gaps.
+    _, _, run_dir = fit(tmp_path, callback, max_steps=8, limit_val_batches=0,
+                        callbacks_after=[ReleaseAtStep(held_tsne, 5)])
+    steps = list(range(9))
+    gaps = [message for message in told if "faster than their t-SNE maps" in message]
+    assert len(gaps) == 1 and "(1 so far)" in gaps[0]  # said once, at the first gap
+    # Every capture: its projector entry, one row with its 2-D scores, its plot, bookmark and evolution panel.
+    entries = read_projector(run_dir)
+    assert [tag for tag in entries if tag.startswith("fc2_step")] == [f"fc2_step{s:07d}" for s in steps]
+    rows = read_csv(run_dir / "embeddings" / "separation.csv")
+    assert [int(row["step"]) for row in rows] == steps
+    assert all(row["silhouette"] and row["knn_acc_2d"] and row["trustworthiness"] for row in rows)
+    for step in steps:
+        assert (run_dir / "embeddings" / f"tsne_fc2_step{step:07d}.png").is_file()
+    assert sorted(callback._series.layouts) == [(step, "fit") for step in steps]
+    assert titles == [f"step {step}" for step in steps]
+    assert (run_dir / "embeddings" / "tsne_evolution.png").is_file()
+    # TensorBoard got each scalar and map once per capture, in step order (its loader drops the
+    # points after a step that comes back).
+    for tag in ("silhouette", "probe_acc", "knn_acc_2d", "trustworthiness"):
+        assert [step for step, _ in read_scalars(run_dir, f"embeddings/{tag}")] == steps, tag
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert [image.step for image in events.Images("embeddings/tsne")] == steps
+
+
+def test_embedding_projector_checkpoint_with_gaps_lists_every_unmapped_capture_and_a_resume_maps_them(
+        tmp_path, monkeypatch, held_tsne):
+    path = tmp_path / "mid.ckpt"
+    first = EmbeddingProjector(every_n_train_steps=1, num_samples=30, perplexity=5)
+    fit(tmp_path / "first", first, max_steps=6, limit_val_batches=0,
+        callbacks_after=[ReleaseAtStep(held_tsne, 5, then=lambda trainer: trainer.save_checkpoint(path))])
+    state = torch.load(path, weights_only=True)["callbacks"][first.state_key]
+    # Saved while every map was held: all six captures are pending, in step order; only gaps
+    # (1, 2 and 3) can have a row yet, with their silhouette and no 2-D score.
+    assert [p["step"] for p in state["pending"]] == [0, 1, 2, 3, 4, 5]
+    assert {row["step"] for row in state["rows"]} <= {1, 2, 3} and state["layouts"] == []
+    assert all(row["silhouette"] is not None and "knn_acc_2d" not in row for row in state["rows"])
+
+    held_tsne.set()  # from now on the real t-SNE
+    resumed = EmbeddingProjector(every_n_train_steps=1, num_samples=30, perplexity=5)
+    _, _, run_dir = fit(tmp_path / "resumed", resumed, max_steps=8, limit_val_batches=0, ckpt_path=path)
+    rows = read_csv(run_dir / "embeddings" / "separation.csv")
+    assert [int(row["step"]) for row in rows] == list(range(9)) and all(row["knn_acc_2d"] for row in rows)
+    assert [step for step, _ in read_scalars(run_dir, "embeddings/knn_acc_2d")] == list(range(9))
+    # A silhouette restored with its row is not logged again.
+    restored = {row["step"] for row in state["rows"]}
+    assert [step for step, _ in read_scalars(run_dir, "embeddings/silhouette")] == [
+        step for step in range(9) if step not in restored]

@@ -27,7 +27,7 @@ def test_series_round_trips_through_its_checkpoint_form_with_pending_captures():
     state = torch.serialization.pickle.loads(torch.serialization.pickle.dumps(state))
     series, requeue = Series.from_state(state, "fc2", "val", PROBE)
     assert series.captured == {(0, "fit"), (5, "fit")} and sorted(series.rows) == [(0, "fit"), (5, "fit")]
-    np.testing.assert_array_equal(series.last_layout(), np.full((4, 2), 5))
+    np.testing.assert_array_equal(series.fit_layouts()[-1][1], np.full((4, 2), 5))
     assert [(c.key, c.features.shape, c.probe_acc) for c in requeue] == [((10, "fit"), (4, 3), None)]
     np.testing.assert_array_equal(requeue[0].labels, PROBE.labels)
 
