@@ -332,9 +332,9 @@ class EmbeddingProjector(Callback):
         no collectives (the other ranks go on training and meet rank 0 at the next all-reduce)."""
         step = trainer.global_step if stage == "fit" or self._checkpoint_step is None else self._checkpoint_step
         key = (step, stage)
-        if stage == "fit" and key in self._series.captured:
+        probe = self._ensure_probe(trainer, pl_module)  # adopts a loaded checkpoint's series first
+        if stage == "fit" and key in self._series.captured:  # e.g. the resume step, queued in the checkpoint
             return
-        probe = self._ensure_probe(trainer, pl_module)
         self._series.captured.add(key)
         if not trainer.is_global_zero:
             return
@@ -422,8 +422,18 @@ class EmbeddingProjector(Callback):
             title += f" · probe acc {record.probe_acc:.3f}"
         figure = plots.plot_embedding(layout, record.labels, self._probe.class_names, title=title)
         image = plots.render_figure(figure)
-        plots.save_figure(figure, self.plot_dir / f"tsne_{self._tag(record.key)}.{self.plot_format}", dpi=self.plot_dpi)
+        self._save(figure, image, f"tsne_{self._tag(record.key)}")
         return image
+
+    def _save(self, figure: Any, image: np.ndarray | None, name: str) -> None:
+        """Writes ``figure`` to the plot folder; a PNG at TensorBoard's 100 dpi is the ``image``
+        already rendered for the Images tab, not a second drawing."""
+        path = self.plot_dir / f"{name}.{self.plot_format}"
+        if image is not None and self.plot_format == "png" and self.plot_dpi == 100:
+            plots.save_image(image, path)
+            figure.clear()
+        else:
+            plots.save_figure(figure, path, dpi=self.plot_dpi)
 
     # ------------------------------------------------------------ recording
     def _record_all(self, trainer: pl.Trainer, analyses: list[Analysis]) -> None:
@@ -483,14 +493,14 @@ class EmbeddingProjector(Callback):
             if evolution and series:
                 titles = [f"step {step}" for (step, _), _ in series]
                 figure = plots.plot_evolution([layout for _, layout in series], self._probe.labels, names, titles)
-                self._log_figure(trainer, f"{self.name}/tsne_evolution", figure, series[-1][0][0])
-                plots.save_figure(figure, self.plot_dir / f"tsne_evolution.{self.plot_format}", dpi=self.plot_dpi)
+                image = self._log_figure(trainer, f"{self.name}/tsne_evolution", figure, series[-1][0][0])
+                self._save(figure, image, "tsne_evolution")
             weight = self._class_vectors(pl_module)
             if weight is not None:
                 figure = plots.plot_class_vectors(weight, names)
                 step = trainer.global_step if self._checkpoint_step is None else self._checkpoint_step
-                self._log_figure(trainer, f"{self.name}/class_vectors", figure, step)
-                plots.save_figure(figure, self.plot_dir / f"class_vectors.{self.plot_format}", dpi=self.plot_dpi)
+                image = self._log_figure(trainer, f"{self.name}/class_vectors", figure, step)
+                self._save(figure, image, "class_vectors")
         except (OSError, ValueError) as err:
             rank_zero_warn(f"EmbeddingProjector: an end-of-run figure was skipped ({err}).")
         _tell(trainer, f"EmbeddingProjector: projector entries in {self._log_dir}, plots in {self.plot_dir}")
@@ -521,9 +531,13 @@ class EmbeddingProjector(Callback):
             if image is not None:
                 self._log_image(trainer, f"{self.name}/tsne", image, step)
 
-    def _log_figure(self, trainer: pl.Trainer, tag: str, figure: Any, step: int) -> None:
-        if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
-            self._log_image(trainer, tag, plots.render_figure(figure), step)
+    def _log_figure(self, trainer: pl.Trainer, tag: str, figure: Any, step: int) -> np.ndarray | None:
+        """Logs ``figure`` to TensorBoard's Images tab, if a TensorBoard logger is there; returns the image."""
+        if not any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+            return None
+        image = plots.render_figure(figure)
+        self._log_image(trainer, tag, image, step)
+        return image
 
     @staticmethod
     def _log_image(trainer: pl.Trainer, tag: str, image: np.ndarray, step: int) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
+from PIL import Image
 
 from lenet_lightning.atomic import write_atomically
 
@@ -264,6 +265,20 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100, fo
         write_atomically(path, lambda stream: fig.savefig(stream, format=fmt, dpi=dpi))
     finally:
         fig.clear()
+
+
+def save_image(image: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Writes an ``(H, W, 3)`` ``uint8`` image (what :func:`render_figure` returns) as a PNG, atomically:
+    a figure already rendered for TensorBoard is not drawn a second time for its file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     save_image(np.zeros((2, 3, 3), dtype=np.uint8), pathlib.Path(tmp) / "black.png")
+        ...     Image.open(pathlib.Path(tmp) / "black.png").size
+        (3, 2)
+    """
+    write_atomically(path, lambda stream: Image.fromarray(image).save(stream, format="png"))
 
 
 def render_figure(fig: Figure, *, dpi: int = 100) -> np.ndarray:

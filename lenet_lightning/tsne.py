@@ -37,8 +37,8 @@ from threadpoolctl import threadpool_limits
 # Settings chosen with bench/bench_tsne.py (numbers in the module docstring).
 COLD_ITERATIONS = 200  # the first capture: half with early exaggeration, half without
 COLD_EXAGGERATION = 12.0  # openTSNE's and scikit-learn's default
-WARM_ITERATIONS = 50  # later captures, from the previous layout, no exaggeration
-WARM_ITERATIONS_LARGE = 75  # the same above LARGE_MAP points
+WARM_ITERATIONS = 30  # later captures, from the previous layout, no exaggeration
+WARM_ITERATIONS_LARGE = 75  # the same above LARGE_MAP points, whose maps take longer to unfold
 LARGE_MAP = 5000
 WARM_INIT_STD = 1e-4  # the previous layout is shrunk to this std, the scale of a PCA initialisation
 

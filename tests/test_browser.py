@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,46 @@ def upstream_races_left_out(exceptions):
     happens with any two tensors switched quickly, whatever their data."""
     return [text for text in exceptions if "updateTotalVarianceMessage" not in text]
 
+
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not (FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="needs Fashion-MNIST (Debian package `dataset-fashion-mnist`)")
+def test_projector_opens_the_whole_10000_image_test_set_with_its_sprite(tmp_path, tensorboard_server):
+    # The notebook projected its whole test set: `--embeddings.num_samples 10000 --embeddings.split test`,
+    # end to end through the shipped config, then the Projector loads every point and every thumbnail.
+    fit = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "fit", "--config", "fashion_mnist",
+         "--data.data_dir", str(FASHION_MNIST),
+         "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+         "--trainer.enable_progress_bar", "false", "--embeddings.num_samples", "10000", "--embeddings.split", "test"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    tags = fc2_tags(run_dir)
+    assert tags == ["fc2_step0000000", "fc2_step0000001"]
+    features, rows = read_projector(run_dir)[tags[-1]]
+    assert features.shape == (10000, 10) and len(rows) == 10001
+    for tag in tags:  # every capture got its map, and its scores in the CSV
+        assert (run_dir / "embeddings" / f"tsne_{tag}.png").stat().st_size > 0
+    scores = (run_dir / "embeddings" / "separation.csv").read_text().splitlines()
+    assert len(scores) == 3 and "nan" not in scores[-1]
+
+    url = tensorboard_server(tmp_path / "lightning_logs")
+    with Chromium(CHROMIUM, tmp_path / "profile", log_path=tmp_path / "chromium.log") as browser:
+        open_projector(browser, url)
+        select_tensor(browser, tags[-1], 10000)
+        sprite = browser.wait_for(in_projector(
+            "const info = P.dataSet.spriteAndMetadataInfo;"
+            "return info && info.spriteImage && info.spriteImage.complete && info.spriteImage.naturalWidth > 0 ?"
+            " [info.spriteImage.naturalWidth, info.spriteImage.naturalHeight, info.spriteMetadata.singleImageDim]"
+            " : null;"), what="the 10,000-thumbnail sprite to load")
+        assert sprite == [2800, 2800, [28, 28]]  # 100 x 100 thumbnails of 28 x 28
+        browser.wait_for(in_projector(
+            "return P.bookmarkPanel.savedStates && P.bookmarkPanel.savedStates.length === 1;"),
+            what="the bookmark to be fetched")
+        assert error_dialog(browser) is None
+        browser.screenshot(tmp_path / "projector_10000.png")
+        assert upstream_races_left_out(browser.exceptions()) == []
