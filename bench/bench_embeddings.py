@@ -8,12 +8,16 @@ Two measurements, each side by side in one invocation (the machine is shared and
   forward pass (:func:`capture.forward_layer`), the projector write (:func:`projector.write_embedding`;
   the sprite apart, written once), t-SNE (:func:`tsne.embed_2d`, warm-started from the previous
   layout), the separation scores, and the plot. Printed per capture: cold (the first, t-SNE from
-  PCA) apart from warm (from the previous layout).
+  PCA) apart from warm (from the previous layout); then the last map's 5-NN accuracy and
+  trustworthiness against scikit-learn's converged t-SNE of the same points.
 * ``fit``: the same ``python cli.py fit`` run with ``--embeddings.enabled true`` and ``false``,
-  interleaved as subprocesses, wall time of each and the ratio on/off.
+  interleaved as subprocesses: wall time and peak resident memory of each, the ratios on/off, and
+  the last capture's map (as the run wrote it) against scikit-learn's converged t-SNE.
 
     python bench/bench_embeddings.py                      # both, Fashion-MNIST, 1 epoch at batch 50
     python bench/bench_embeddings.py --part capture --steps 600
+    python bench/bench_embeddings.py --part capture --num-samples 10000 --split test --steps 300
+    python bench/bench_embeddings.py --part fit --num-samples 10000 --split test --fit-steps 300
     python bench/bench_embeddings.py --part fit --repeats 2 --schedule doubling
     python bench/bench_embeddings.py --dry-run            # a smoke check: digits, a few steps
 """
@@ -49,6 +53,7 @@ def data_args(dataset: str) -> list[str]:
 def bench_capture(args: argparse.Namespace) -> None:
     import lightning.pytorch as pl
     import torch
+    from threadpoolctl import threadpool_limits
 
     from lenet_lightning import capture, plots, projector, tsne
     from lenet_lightning.data import LeNetDataModule
@@ -91,7 +96,8 @@ def bench_capture(args: argparse.Namespace) -> None:
                   sprite_path="projector/sprite.png", sprite_thumb_size=self.thumb)
             self.layout = timed("t-SNE", tsne.embed_2d, features, init=self.layout, perplexity=self.perplexity,
                                 seed=0)
-            timed("scores", tsne.separation_scores, features, self.layout, probe.labels)
+            with threadpool_limits(limits=1):  # as in the callback's analysis thread
+                timed("scores", tsne.separation_scores, features, self.layout, probe.labels)
             figure = timed("plot", plots.plot_embedding, self.layout, probe.labels, probe.class_names, title=tag)
             timed("plot", plots.save_figure, figure, self.run_dir / f"tsne_{tag}.png")
 
@@ -185,6 +191,7 @@ def bench_fit(args: argparse.Namespace) -> None:
         "--embeddings.num_samples", str(args.num_samples), "--embeddings.schedule", args.schedule,
         "--embeddings.split", args.split,
         *(["--trainer.max_steps", str(args.steps)] if args.dry_run else []),
+        *(["--trainer.max_steps", str(args.fit_steps)] if args.fit_steps and not args.dry_run else []),
     ]
     walls: dict[str, list[float]] = {"off": [], "on": []}
     peaks: dict[str, list[float]] = {"off": [], "on": []}
@@ -205,7 +212,8 @@ def bench_fit(args: argparse.Namespace) -> None:
             print(f"repeat {repeat}: {mode:>3} {walls[mode][-1]:7.1f} s, peak RSS {peaks[mode][-1]:6.0f} MB",
                   flush=True)
     off, on = statistics.median(walls["off"]), statistics.median(walls["on"])
-    print(f"\nfit, {args.dataset}, {args.epochs} epoch(s) at batch {args.batch_size}, {captures} captures "
+    length = f"{args.fit_steps} steps" if args.fit_steps else f"{args.epochs} epoch(s)"
+    print(f"\nfit, {args.dataset}, {length} at batch {args.batch_size}, {captures} captures "
           f"({args.schedule}, every {args.every} steps) of {args.num_samples} points ({args.split} split), "
           "plots on")
     print(f"callback off: {off:.1f} s   on: {on:.1f} s   on/off: {on / off:.2f}x   (target <= 1.25x)")
@@ -226,6 +234,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=500, help="training steps of the capture benchmark")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of each fit in the fit benchmark")
+    parser.add_argument("--fit-steps", type=int, default=0,
+                        help="stop each fit of the fit benchmark after this many steps (0: the whole epochs)")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved off/on pairs in the fit benchmark")
     parser.add_argument("--split", choices=("train", "val", "test"), default="val",
                         help="probe split (`--num-samples 10000 --split test`: the notebook's whole test set)")

@@ -237,7 +237,7 @@ class BackgroundAnalysis:
     def _analyse(self, capture: Capture, init: np.ndarray | None, threads: int) -> Analysis:
         """Worker thread: t-SNE, scores, then the plot. A failure costs this capture what it stopped."""
         try:
-            with threadpool_limits(limits=threads, user_api="openmp"):
+            with threadpool_limits(limits=threads):  # OpenMP and BLAS: the scores use BLAS
                 layout = tsne.embed_2d(capture.features, init=init, perplexity=self.perplexity, seed=self.seed,
                                        n_threads=threads)
                 scores = tsne.separation_scores(capture.features, layout, capture.labels)
@@ -271,9 +271,9 @@ def _nearest(layouts: Mapping[CaptureKey, np.ndarray], key: CaptureKey) -> np.nd
 
 
 def _silhouette(capture: Capture) -> dict[str, float]:
-    """Scorer thread: a gap's fc2-space score, one OpenMP thread. A failure leaves it to the full analysis."""
+    """Scorer thread: a gap's fc2-space score, one thread. A failure leaves it to the full analysis."""
     try:
-        with threadpool_limits(limits=1, user_api="openmp"):
+        with threadpool_limits(limits=1):
             return tsne.separation_scores(capture.features, None, capture.labels)
     except Exception:  # the full analysis at the next drain scores it again, and reports the error
         return {}
