@@ -21,8 +21,9 @@ def tensorboard_server(tmp_path_factory):
     and returns its base URL once HTTP answers; every server started is stopped at module end.
 
     ``--load_fast=false`` keeps it on the pure-Python loader (no Rust data server, no network).
-    Without TensorFlow its projector plugin reads a run's config only when the list of runs
-    changes, so start a new server to see files written after the first one read them.
+    Without TensorFlow, stock TensorBoard's projector reads a run's config only when the list of
+    runs changes; with this package installed, its ``tensorboard_plugins`` entry point
+    (``lenet_lightning/tensorboard_live.py``) makes it re-read a config that changed.
     """
     procs = []
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))

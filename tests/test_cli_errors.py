@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -76,30 +77,48 @@ def random_bytes(folder):
     return path
 
 
-@pytest.mark.parametrize(
-    ("make", "fragments"),
-    [
-        (missing, ["does not exist"]),
-        (empty, ["empty"]),
-        (truncated, ["truncated or corrupted"]),
-        (random_bytes, ["truncated or corrupted"]),
-    ],
-    ids=["missing", "empty", "truncated", "random-bytes"],
-)
-def test_cli_bad_ckpt_path_is_one_line_and_writes_nothing(workdir, tmp_path, make, fragments):
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    path = make(inputs)
-    before = sorted(inputs.iterdir())
-    result = run_cli(workdir, "--ckpt_path", str(path))
-    assert_one_error_line(result, str(path), *fragments)
-    assert sorted(inputs.iterdir()) == before
+BAD_CHECKPOINTS = {"missing": (missing, ["does not exist"]), "empty": (empty, ["empty"]),
+                   "truncated": (truncated, ["truncated or corrupted"]),
+                   "random-bytes": (random_bytes, ["truncated or corrupted"])}
+BAD_LAYERS = ["nope", "fc2/../x y"]
 
 
-@pytest.mark.parametrize("layer", ["nope", "fc2/../x y"])
-def test_cli_bad_layer_is_one_line_and_writes_nothing(workdir, layer):
-    result = run_cli(workdir, "--embeddings.layer", layer)
+@pytest.fixture(scope="module")
+def bad_starts(tmp_path_factory):
+    """Each bad `--ckpt_path` and `--embeddings.layer` above, tried in its own empty folder, two
+    subprocesses at a time (each is mostly one core importing torch and Lightning):
+    ``{case: (completed process, its work folder, the bad checkpoint's path, what its folder held)}``."""
+    cases = {}
+    for name, (make, _) in BAD_CHECKPOINTS.items():
+        inputs = tmp_path_factory.mktemp("inputs")
+        path = make(inputs)
+        cases[f"ckpt-{name}"] = (["--ckpt_path", str(path)], path)
+    for layer in BAD_LAYERS:
+        cases[f"layer-{layer}"] = (["--embeddings.layer", layer], None)
+
+    def run(case):
+        args, path = cases[case]
+        before = sorted(path.parent.iterdir()) if path is not None else None
+        workdir = tmp_path_factory.mktemp("work")
+        return case, (run_cli(workdir, *args), workdir, path, before)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, cases))
+
+
+@pytest.mark.parametrize("name", list(BAD_CHECKPOINTS))
+def test_cli_bad_ckpt_path_is_one_line_and_writes_nothing(bad_starts, name):
+    result, workdir, path, before = bad_starts[f"ckpt-{name}"]
+    assert_one_error_line(result, str(path), *BAD_CHECKPOINTS[name][1])
+    assert sorted(path.parent.iterdir()) == before  # the bad checkpoint is left as it was
+    assert list(workdir.iterdir()) == []  # the failed start wrote nothing
+
+
+@pytest.mark.parametrize("layer", BAD_LAYERS)
+def test_cli_bad_layer_is_one_line_and_writes_nothing(bad_starts, layer):
+    result, workdir, _, _ = bad_starts[f"layer-{layer}"]
     assert_one_error_line(result, repr(layer), "choose one of: conv1, conv2, fc1, dropout, fc2")
+    assert list(workdir.iterdir()) == []  # the failed start wrote nothing
 
 
 @contextlib.contextmanager

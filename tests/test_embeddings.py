@@ -429,15 +429,8 @@ def test_embedding_projector_nan_weights_finish_the_fit(tmp_path):
 # --- the checkpoint holds what is still queued -------------------------------------------------------
 
 
-def test_embedding_projector_state_dict_saves_queued_captures_which_a_resume_analyses(tmp_path, monkeypatch):
-    release = threading.Event()
-    real = analysis_module.tsne.embed_2d
-
-    def held(features, **kwargs):
-        release.wait()
-        return real(features, **kwargs)
-
-    monkeypatch.setattr(analysis_module.tsne, "embed_2d", held)
+def test_embedding_projector_state_dict_saves_queued_captures_which_a_resume_analyses(tmp_path, held_tsne):
+    release = held_tsne
     path = tmp_path / "mid.ckpt"
 
     class SaveAtStep5(pl.Callback):
@@ -458,8 +451,7 @@ def test_embedding_projector_state_dict_saves_queued_captures_which_a_resume_ana
     assert [(p["step"], p["stage"], tuple(p["features"].shape)) for p in state["pending"]] == [
         (0, "fit", (40, 10)), (5, "fit", (40, 10))]
 
-    monkeypatch.setattr(analysis_module.tsne, "embed_2d", real)
-    run_dir = tmp_path / "resumed"
+    run_dir = tmp_path / "resumed"  # the t-SNE was released at step 5: from here on it runs as it is
     pl.seed_everything(0)
     resumed = EmbeddingProjector(every_n_train_steps=5, num_samples=40, perplexity=5)
     trainer = pl.Trainer(max_steps=10, accelerator="cpu", logger=TensorBoardLogger(run_dir, name="", version="run"),

@@ -65,8 +65,8 @@ def test_tensorboard_serves_every_capture_and_keeps_them_after_resume(tmp_path, 
 
     fit(tmp_path, "--trainer.max_epochs", "2", "--trainer.logger.version", "0",
         "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"))
-    # TensorBoard's projector reads a run's config once (without TensorFlow), so a new server
-    # shows what the resumed run added: everything from before, then the new captures, once each.
+    # A new server over the resumed run shows what it added: everything from before, then the new
+    # captures, once each (tests/test_browser.py checks that a server started before a fit follows it).
     url = tensorboard_server(tmp_path / "lightning_logs")
     assert wait_for_runs(url) == ["version_0"]
     second = check_served(url, "version_0", run_dir)
