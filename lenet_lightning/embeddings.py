@@ -8,7 +8,6 @@ It decides *when* to capture, *what*, and *where* it goes. The work is done else
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +17,6 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from PIL import Image
 from torch.utils.data import Dataset
 from typing_extensions import override
 
@@ -462,7 +460,8 @@ class EmbeddingProjector(Callback):
             late = {name: value for name, value in numbers.items() if name not in FEATURE_SCORES}
             image: np.ndarray | bytes | None = analysis.image
             if image is not None and self._order.awaits("map", record.step):
-                image = _png(image)  # held until the gaps before it are mapped: 1 MB raw, about 50 kB as PNG
+                # Held until the gaps before it are mapped: 1 MB raw, about 50 kB as a fast PNG.
+                image = plots.png_bytes(image, compress_level=1)
             released += self._order.put("map", record.step, (late, image))
         self._log(trainer, released)
         path = self.plot_dir / "separation.csv"
@@ -527,7 +526,7 @@ class EmbeddingProjector(Callback):
                 for logger in trainer.loggers:
                     logger.log_metrics({f"{self.name}/{name}": value for name, value in metrics.items()}, step=step)
             if isinstance(image, bytes):
-                image = _unpng(image)
+                image = plots.from_png(image)
             if image is not None:
                 self._log_image(trainer, f"{self.name}/tsne", image, step)
 
@@ -605,18 +604,6 @@ def _tell(trainer: pl.Trainer, message: str) -> None:
         bar.print(message)
     else:
         rank_zero_info(message)
-
-
-def _png(image: np.ndarray) -> bytes:
-    """``(H, W, 3)`` uint8 as PNG bytes, fast rather than small."""
-    stream = io.BytesIO()
-    Image.fromarray(image).save(stream, format="png", compress_level=1)
-    return stream.getvalue()
-
-
-def _unpng(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
