@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="timing repeats (median reported)")
+    parser.add_argument("--device", default="",
+                        help="also time the exact torch t-SNE the callback runs on a GPU there (e.g. cuda)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OpenMP threads and n_jobs of every t-SNE (embed_2d's default 1; 0: all cores)")
     parser.add_argument("--skip-notebook", action="store_true", help="skip (a), 5000 iterations")
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.dry_run:
         args.points, args.steps, args.every, args.repeats, args.skip_notebook = 100, 20, 10, 1, True
+        args.device = args.device or "cpu"  # the exact torch path too, on the CPU
         bench_scores([101, 200], args.seed, args.repeats)
     elif args.part == "scores":
         bench_scores(args.score_points, args.seed, args.repeats)
@@ -248,6 +251,12 @@ def main(argv: list[str] | None = None) -> None:
     rows[warm] = timed(lambda: embed_2d(last, init=previous, seed=args.seed, n_threads=threads), args.repeats)
     rows["(d) first capture (cold)"] = timed(lambda: embed_2d(last, seed=args.seed, n_threads=threads),
                                              args.repeats)
+    if args.device:  # the callback's GPU path: exact t-SNE in torch, warm from the same layout, and cold
+        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+        rows[f"(e) exact warm, {args.device}"] = timed(
+            lambda: (embed_2d(last, init=previous, seed=args.seed, device=args.device), sync())[0], args.repeats)
+        rows[f"(e) exact cold, {args.device}"] = timed(
+            lambda: (embed_2d(last, seed=args.seed, device=args.device), sync())[0], args.repeats)
     chain_change.append(frame_change(previous, rows[warm][0]))
     if limits is not None:
         limits.restore_original_limits()
@@ -264,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{s['silhouette']:11.4f}")
     print(f"(c) CPU s of the earlier warm steps: {' '.join(f'{c:.2f}' for c in chain_cpu)}")
     print(f"(c) frame-to-frame change, each step: {' '.join(f'{c:.3f}' for c in chain_change)}")
-    ours = [warm, "(d) first capture (cold)"]
+    ours = [warm, "(d) first capture (cold)", *[label for label in rows if label.startswith("(e)")]]
     for mine in ours:
         for base in [label for label in rows if label not in ours]:
             knn = scores[mine]["knn_acc_2d"] - scores[base]["knn_acc_2d"]

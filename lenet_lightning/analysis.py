@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from threadpoolctl import threadpool_limits
 
 from lenet_lightning import tsne
@@ -86,6 +87,8 @@ class BackgroundAnalysis:
         layouts: Layouts of captures analysed before (e.g. restored from a checkpoint), by key: the
             t-SNE of a capture starts from the one nearest to it in step.
         max_waiting: How many captures may wait for the worker while training runs (at least 1).
+        device: Where t-SNE runs: ``None`` for openTSNE on the CPU, a GPU for exact t-SNE there
+            (see :func:`tsne.embed_2d`).
 
     Raises:
         ValueError: ``max_waiting`` is not an integer >= 1.
@@ -102,10 +105,12 @@ class BackgroundAnalysis:
     """
 
     def __init__(self, perplexity: float, seed: int, draw: Draw | None = None,
-                 layouts: Mapping[CaptureKey, np.ndarray] | None = None, max_waiting: int = 2) -> None:
+                 layouts: Mapping[CaptureKey, np.ndarray] | None = None, max_waiting: int = 2,
+                 device: torch.device | str | None = None) -> None:
         if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 1:
             raise ValueError(f"Expected `max_waiting` to be an integer >= 1, but got {max_waiting!r}.")
         self.perplexity, self.seed, self.draw, self.max_waiting = perplexity, seed, draw, max_waiting
+        self.device = device
         self._lock = threading.Lock()  # guards the five fields below, shared with the worker
         self._layouts: dict[CaptureKey, np.ndarray] = dict(layouts or {})
         self._threads = 1
@@ -239,7 +244,7 @@ class BackgroundAnalysis:
         try:
             with threadpool_limits(limits=threads):  # OpenMP and BLAS: the scores use BLAS
                 layout = tsne.embed_2d(capture.features, init=init, perplexity=self.perplexity, seed=self.seed,
-                                       n_threads=threads)
+                                       n_threads=threads, device=self.device)
                 scores = tsne.separation_scores(capture.features, layout, capture.labels)
         except Exception:  # reported by the main thread, with this traceback
             error = traceback.format_exc()

@@ -208,8 +208,10 @@ class EmbeddingProjector(Callback):
             self._adopt(self._loaded, fitting=trainer.state.fn == "fit")
         if trainer.is_global_zero and self.tsne and self._analysis is None:
             self._perplexity = tsne.effective_perplexity(len(probe.labels), self.perplexity)
+            # On a GPU the maps are made there (exact t-SNE); on a CPU by openTSNE.
+            device = pl_module.device if pl_module.device.type != "cpu" else None
             self._analysis = BackgroundAnalysis(self._perplexity, self.seed, draw=self._draw_map,
-                                                layouts=self._series.layouts)
+                                                layouts=self._series.layouts, device=device)
             for pending in self._requeue:
                 self._submit(trainer, pending)
         elif trainer.is_global_zero:  # no t-SNE now: what was queued gets its fc2-space score

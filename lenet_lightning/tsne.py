@@ -30,9 +30,12 @@ import math
 import warnings
 
 import numpy as np
+import torch
 from openTSNE import TSNEEmbedding, affinity, initialization
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
+
+from lenet_lightning import tsne_torch
 
 # Settings chosen with bench/bench_tsne.py (numbers in the module docstring).
 COLD_ITERATIONS = 200  # the first capture: half with early exaggeration, half without
@@ -92,8 +95,10 @@ def embed_2d(
     seed: int = 0,
     max_iter: int | None = None,
     n_threads: int | None = 1,
+    device: torch.device | str | None = None,
 ) -> np.ndarray:
-    """Embeds ``(N, D)`` features in 2-D with openTSNE (Barnes-Hut below 10,000 points, FFT above).
+    """Embeds ``(N, D)`` features in 2-D with openTSNE (Barnes-Hut below 10,000 points, FFT above), or
+    with exact t-SNE in torch on ``device``.
 
     With ``init=None`` this is a full run: PCA initialisation, ``COLD_ITERATIONS`` iterations, the
     first half with early exaggeration 12. With ``init``, the previous capture's layout of the same
@@ -114,6 +119,9 @@ def embed_2d(
         n_threads: Threads for this call only (openTSNE's ``n_jobs``, and OpenMP/BLAS limited to it);
             ``None`` for all cores. The default 1 suits the callback's background thread: it leaves
             the other cores to training and costs the least CPU time.
+        device: ``None`` for openTSNE on the CPU; a device (the GPU the model trains on) for
+            :func:`lenet_lightning.tsne_torch.embed_2d_exact` there, same iterations and phases. If
+            that fails (out of memory, say), this warns and uses openTSNE.
 
     Returns:
         ``(N, 2)`` float32 layout.
@@ -138,6 +146,19 @@ def embed_2d(
     if max_iter is not None and max_iter < smallest:
         raise ValueError(f"Expected `max_iter` to be at least {smallest}, but got {max_iter}.")
     perplexity = effective_perplexity(n_samples, perplexity)
+    phases: list[tuple[int, float | None]]  # (iterations, early exaggeration or None)
+    if start is None:
+        total = COLD_ITERATIONS if max_iter is None else max_iter
+        phases = [(total // 2, COLD_EXAGGERATION), (total - total // 2, None)]
+    else:
+        warm = WARM_ITERATIONS_LARGE if n_samples > LARGE_MAP else WARM_ITERATIONS
+        phases = [(warm if max_iter is None else max_iter, None)]
+    if device is not None:
+        try:
+            return tsne_torch.embed_2d_exact(features, start, perplexity=perplexity, seed=seed, phases=phases,
+                                             device=device)
+        except RuntimeError as err:  # CUDA's out-of-memory error is one
+            warnings.warn(f"t-SNE on {device} failed ({err}); using openTSNE on the CPU for this map.", stacklevel=2)
     jobs = -1 if n_threads is None else n_threads
     # Limits apply to the calling thread only, so they do not reach the training thread.
     with threadpool_limits(limits=n_threads):
@@ -148,19 +169,11 @@ def embed_2d(
             usable_pca = features.shape[1] >= 2 and bool(np.ptp(features, axis=0).max() > 0)
             start = (initialization.pca(features, random_state=seed) if usable_pca
                      else initialization.random(n_samples, random_state=seed))
-            total = COLD_ITERATIONS if max_iter is None else max_iter
-            phases = [(total // 2, COLD_EXAGGERATION), (total - total // 2, None)]
-        else:
-            warm = WARM_ITERATIONS_LARGE if n_samples > LARGE_MAP else WARM_ITERATIONS
-            phases = [(warm if max_iter is None else max_iter, None)]
         embedding = TSNEEmbedding(start, affinities, n_jobs=jobs, random_state=seed, verbose=False)
         for iterations, exaggeration in phases:
             embedding = embedding.optimize(iterations, exaggeration=exaggeration,
                                            momentum=0.5 if exaggeration else 0.8)
-    layout = np.asarray(embedding, dtype=np.float32)  # (N, 2)
-    if not np.isfinite(layout).all():
-        raise FloatingPointError(f"t-SNE of {n_samples} points diverged to non-finite coordinates.")
-    return layout
+    return np.asarray(embedding, dtype=np.float32)  # (N, 2)
 
 
 def _warm_start(init: np.ndarray, n_samples: int) -> np.ndarray | None:
