@@ -160,7 +160,8 @@ def embed_2d(
         except RuntimeError as err:  # CUDA's out-of-memory error is one
             warnings.warn(f"t-SNE on {device} failed ({err}); using openTSNE on the CPU for this map.", stacklevel=2)
     jobs = -1 if n_threads is None else n_threads
-    # Limits apply to the calling thread only, so they do not reach the training thread.
+    # OpenMP limits apply to the calling thread only, so they do not reach the training thread; BLAS
+    # limits are process-wide, but training runs in torch, not in numpy's BLAS.
     with threadpool_limits(limits=n_threads):
         affinities = affinity.PerplexityBasedNN(features, perplexity=perplexity, method="exact", n_jobs=jobs,
                                                 random_state=seed, verbose=False)
