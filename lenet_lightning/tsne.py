@@ -8,20 +8,23 @@ order, whose activations move a little between captures. :func:`embed_2d` theref
 a short full t-SNE from a PCA initialisation for the first capture (100 iterations with early
 exaggeration, 100 without), and a *warm start* from the previous capture's layout for every later
 one: the previous layout shrunk to the scale of a PCA initialisation (std 1e-4), no early
-exaggeration (the clusters are already placed), 50 iterations (75 above 5,000 points, whose map
+exaggeration (the clusters are already placed), 30 iterations (75 above 5,000 points, whose map
 takes longer to unfold again). The optimiser is openTSNE's: Barnes-Hut below 10,000 points, FFT
 interpolation from there (linear in N), any number of iterations (scikit-learn's is at least 250),
-and an exact nearest-neighbour search, the fastest for these 10-d logits.
+and an exact nearest-neighbour search, the fastest for these 10-d logits. On a GPU,
+:mod:`lenet_lightning.tsne_torch` runs the same recipe with the exact gradient (``device=``).
 
-Measured with ``bench/bench_tsne.py`` on this project's 2-core machine, one thread, Fashion-MNIST
-probe images after 0-300 Adam steps, against scikit-learn's defaults (converged, 1,000 iterations)
-on the same points: at 10,000 points a warm capture takes 2.8-3.1 CPU s (scikit-learn's warm start
-with its minimum 250 iterations: 18 s; its defaults: 100-114 s), 5-NN accuracy in the map 0.004
-below the defaults', trustworthiness 0.0007 below; the first capture 9-10 s, 0.003 and 0.0005
-below. At 2,000 points a warm capture takes about 0.7 CPU s (scikit-learn's warm start: 1.4 s),
-5-NN accuracy within 0.002 and trustworthiness within 0.0005. Shrinking the previous layout matters:
-keeping its scale lost up to 1.3 points of 5-NN accuracy at the same cost, and a cold run from PCA
-flips and rotates the map between captures.
+Measured with ``bench/bench_tsne.py`` (and ``bench_embeddings.py --part capture``, which prints the
+same check for its last capture) on this project's 2-core machine, one thread, Fashion-MNIST probe
+images after 0-1,100 Adam steps, against scikit-learn's defaults (converged, 1,000 iterations) on
+the same points: at 10,000 points a warm capture takes 2.8-3.8 CPU s (scikit-learn's warm start with
+its minimum 250 iterations: 18 s; its defaults: 100-120 s), 5-NN accuracy in the map within 0.006 of
+the defaults' and trustworthiness within 0.001; the first capture 8-10 s, within 0.003 and 0.0005.
+At 2,000 points a warm capture takes about 0.5 CPU s (scikit-learn's warm start: 1.4 s), 5-NN
+accuracy within 0.004 and trustworthiness within 0.002 (30 iterations; 50 cost 0.7 s for the same
+numbers, 10 lost 3 points of 5-NN accuracy). Shrinking the previous layout matters: keeping its
+scale lost up to 1.3 points of 5-NN accuracy at the same cost, and a cold run from PCA flips and
+rotates the map between captures.
 """
 
 from __future__ import annotations
