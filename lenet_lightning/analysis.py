@@ -242,9 +242,9 @@ class BackgroundAnalysis:
     def _analyse(self, capture: Capture, init: np.ndarray | None, threads: int) -> Analysis:
         """Worker thread: t-SNE, scores, then the plot. A failure costs this capture what it stopped."""
         try:
-            with threadpool_limits(limits=threads):  # OpenMP and BLAS: the scores use BLAS
-                layout = tsne.embed_2d(capture.features, init=init, perplexity=self.perplexity, seed=self.seed,
-                                       n_threads=threads, device=self.device)
+            layout = tsne.embed_2d(capture.features, init=init, perplexity=self.perplexity, seed=self.seed,
+                                   n_threads=threads, device=self.device)  # limits its own threads
+            with threadpool_limits(limits=threads):  # the scores are BLAS products
                 scores = tsne.separation_scores(capture.features, layout, capture.labels)
         except Exception:  # reported by the main thread, with this traceback
             error = traceback.format_exc()

@@ -150,29 +150,28 @@ def embed_2d(
         raise ValueError(f"Expected `max_iter` to be at least {smallest}, but got {max_iter}.")
     perplexity = effective_perplexity(n_samples, perplexity)
     phases: list[tuple[int, float | None]]  # (iterations, early exaggeration or None)
-    if start is None:
-        total = COLD_ITERATIONS if max_iter is None else max_iter
-        phases = [(total // 2, COLD_EXAGGERATION), (total - total // 2, None)]
-    else:
-        warm = WARM_ITERATIONS_LARGE if n_samples > LARGE_MAP else WARM_ITERATIONS
-        phases = [(warm if max_iter is None else max_iter, None)]
-    if device is not None:
-        try:
-            return tsne_torch.embed_2d_exact(features, start, perplexity=perplexity, seed=seed, phases=phases,
-                                             device=device)
-        except RuntimeError as err:  # CUDA's out-of-memory error is one
-            warnings.warn(f"t-SNE on {device} failed ({err}); using openTSNE on the CPU for this map.", stacklevel=2)
     jobs = -1 if n_threads is None else n_threads
     # OpenMP limits apply to the calling thread only, so they do not reach the training thread; BLAS
     # limits are process-wide, but training runs in torch, not in numpy's BLAS.
     with threadpool_limits(limits=n_threads):
-        affinities = affinity.PerplexityBasedNN(features, perplexity=perplexity, method="exact", n_jobs=jobs,
-                                                random_state=seed, verbose=False)
         if start is None:
             # PCA of constant or 1-D features is undefined (zero variance); random init is the fallback.
             usable_pca = features.shape[1] >= 2 and bool(np.ptp(features, axis=0).max() > 0)
             start = (initialization.pca(features, random_state=seed) if usable_pca
                      else initialization.random(n_samples, random_state=seed))
+            total = COLD_ITERATIONS if max_iter is None else max_iter
+            phases = [(total // 2, COLD_EXAGGERATION), (total - total // 2, None)]
+        else:
+            warm = WARM_ITERATIONS_LARGE if n_samples > LARGE_MAP else WARM_ITERATIONS
+            phases = [(warm if max_iter is None else max_iter, None)]
+        if device is not None:
+            try:
+                return tsne_torch.embed_2d_exact(features, start, perplexity=perplexity, phases=phases, device=device)
+            except RuntimeError as err:  # CUDA's out-of-memory error is one
+                warnings.warn(f"t-SNE on {device} failed ({err}); using openTSNE on the CPU for this map.",
+                              stacklevel=2)
+        affinities = affinity.PerplexityBasedNN(features, perplexity=perplexity, method="exact", n_jobs=jobs,
+                                                random_state=seed, verbose=False)
         embedding = TSNEEmbedding(start, affinities, n_jobs=jobs, random_state=seed, verbose=False)
         for iterations, exaggeration in phases:
             embedding = embedding.optimize(iterations, exaggeration=exaggeration,

@@ -89,16 +89,15 @@ def optimize(joint: torch.Tensor, start: torch.Tensor, iterations: int, *, exagg
     return layout
 
 
-def embed_2d_exact(features: np.ndarray, start: np.ndarray | None, *, perplexity: float, seed: int,
+def embed_2d_exact(features: np.ndarray, start: np.ndarray, *, perplexity: float,
                    phases: list[tuple[int, float | None]], device: torch.device | str) -> np.ndarray:
     """Exact t-SNE of ``features`` ``(N, D)`` on ``device``, for :func:`lenet_lightning.tsne.embed_2d`.
 
     Args:
         features: ``(N, D)`` finite float32 features.
-        start: ``(N, 2)`` layout to start from (already centred and shrunk), or ``None`` for the PCA
-            of ``features`` (at std 1e-4; seeded random when the features have no variance).
+        start: ``(N, 2)`` layout to start from: ``embed_2d``'s, the same as openTSNE's (PCA, or the
+            previous capture's layout, centred and shrunk).
         perplexity: A perplexity below ``N``.
-        seed: Seeds the random start, if one is needed.
         phases: ``(iterations, exaggeration or None)`` in order; momentum 0.5 with exaggeration, else 0.8.
         device: Where to compute.
 
@@ -107,26 +106,17 @@ def embed_2d_exact(features: np.ndarray, start: np.ndarray | None, *, perplexity
 
     Example:
         >>> x = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
-        >>> embed_2d_exact(x, None, perplexity=5.0, seed=0, phases=[(10, 12.0), (10, None)], device="cpu").shape
+        >>> start = 1e-4 * np.random.default_rng(1).normal(size=(40, 2))
+        >>> embed_2d_exact(x, start, perplexity=5.0, phases=[(10, 12.0), (10, None)], device="cpu").shape
         (40, 2)
     """
     data = torch.as_tensor(features, dtype=torch.float32).to(device)
-    if start is None:
-        centred = data - data.mean(dim=0)
-        if data.shape[1] >= 2 and bool(centred.abs().max() > 0):
-            _, _, components = torch.linalg.svd(centred, full_matrices=False)  # (min(N, D), D)
-            initial = centred @ components[:2].T  # (N, 2)
-        else:
-            generator = torch.Generator().manual_seed(seed)
-            initial = torch.randn(data.shape[0], 2, generator=generator).to(device)
-        initial = initial / initial[:, 0].std() * 1e-4
-    else:
-        initial = torch.as_tensor(start, dtype=torch.float32).to(device)
+    layout = torch.as_tensor(start, dtype=torch.float32).to(device)
     joint = joint_probabilities(data, perplexity)
     for iterations, exaggeration in phases:
-        initial = optimize(joint, initial, iterations, exaggeration=exaggeration or 1.0,
-                           momentum=0.5 if exaggeration else 0.8)
-    layout = initial.cpu().numpy().astype(np.float32)
-    if not np.isfinite(layout).all():
-        raise RuntimeError(f"exact t-SNE of {len(layout)} points diverged to non-finite coordinates")
-    return layout
+        layout = optimize(joint, layout, iterations, exaggeration=exaggeration or 1.0,
+                          momentum=0.5 if exaggeration else 0.8)
+    result = layout.cpu().numpy().astype(np.float32)
+    if not np.isfinite(result).all():
+        raise RuntimeError(f"exact t-SNE of {len(result)} points diverged to non-finite coordinates")
+    return result
