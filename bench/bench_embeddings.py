@@ -58,6 +58,7 @@ def bench_capture(args: argparse.Namespace) -> None:
     from lenet_lightning import capture, plots, projector, tsne
     from lenet_lightning.data import LeNetDataModule
     from lenet_lightning.model import LeNetClassifier
+    from lenet_lightning.scores import separation_scores
 
     cpu: dict[str, list[float]] = collections.defaultdict(list)
 
@@ -97,7 +98,7 @@ def bench_capture(args: argparse.Namespace) -> None:
             self.layout = timed("t-SNE", tsne.embed_2d, features, init=self.layout, perplexity=self.perplexity,
                                 seed=0)
             with threadpool_limits(limits=1):  # as in the callback's analysis thread
-                timed("scores", tsne.separation_scores, features, self.layout, probe.labels)
+                timed("scores", separation_scores, features, self.layout, probe.labels)
             figure = timed("plot", plots.plot_embedding, self.layout, probe.labels, probe.class_names, title=tag)
             timed("plot", plots.save_figure, figure, self.run_dir / f"tsne_{tag}.png")
 
@@ -126,7 +127,7 @@ def bench_capture(args: argparse.Namespace) -> None:
     print(f"{'total':<16}{cold:>12.3f}{warm:>20.3f}   (targets: at 2,000 points warm <= 2.5 CPU s; "
           "at 10,000 first <= 15 s, warm <= 5 s)")
     if not args.no_reference:
-        scores = tsne.separation_scores(pipeline.features, pipeline.layout, probe.labels)
+        scores = separation_scores(pipeline.features, pipeline.layout, probe.labels)
         print(f"last capture: {against_sklearn(pipeline.features, probe.labels, scores)}")
 
 
@@ -171,12 +172,13 @@ def against_sklearn(features: np.ndarray, labels: np.ndarray, scores: dict[str, 
     the same points: the issue's "equal quality" is both within 0.01."""
     from sklearn.manifold import TSNE
 
-    from lenet_lightning import tsne
+    from lenet_lightning.scores import separation_scores
+
 
     start = time.process_time()
     reference = TSNE(random_state=0, n_jobs=1).fit_transform(features)
     cpu = time.process_time() - start
-    expected = tsne.separation_scores(features, reference, labels)
+    expected = separation_scores(features, reference, labels)
     gaps = scores["knn_acc_2d"] - expected["knn_acc_2d"], scores["trustworthiness"] - expected["trustworthiness"]
     return (f"map knn_acc_2d {scores['knn_acc_2d']:.4f}, trustworthiness {scores['trustworthiness']:.4f}; "
             f"scikit-learn's converged t-SNE of the same points ({cpu:.0f} CPU s): {expected['knn_acc_2d']:.4f}, "

@@ -53,7 +53,8 @@ except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from lenet_lightning.model import LeNet
 from lenet_lightning import tsne
-from lenet_lightning.tsne import embed_2d, separation_scores
+from lenet_lightning.scores import separation_scores
+from lenet_lightning.tsne import embed_2d
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 

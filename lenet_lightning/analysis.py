@@ -22,6 +22,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from lenet_lightning import tsne
+from lenet_lightning.scores import separation_scores
 
 CaptureKey = tuple[int, str]  # (global step, stage: "fit", "validate" or "test")
 
@@ -245,11 +246,11 @@ class BackgroundAnalysis:
             layout = tsne.embed_2d(capture.features, init=init, perplexity=self.perplexity, seed=self.seed,
                                    n_threads=threads, device=self.device)  # limits its own threads
             with threadpool_limits(limits=threads):  # the scores are BLAS products
-                scores = tsne.separation_scores(capture.features, layout, capture.labels)
+                scores = separation_scores(capture.features, layout, capture.labels)
         except Exception:  # reported by the main thread, with this traceback
             error = traceback.format_exc()
             try:
-                scores = tsne.separation_scores(capture.features, None, capture.labels)
+                scores = separation_scores(capture.features, None, capture.labels)
             except Exception:
                 scores = {}
             return Analysis(capture, scores, None, error)
@@ -279,7 +280,7 @@ def _silhouette(capture: Capture) -> dict[str, float]:
     """Scorer thread: a gap's fc2-space score, one thread. A failure leaves it to the full analysis."""
     try:
         with threadpool_limits(limits=1):
-            return tsne.separation_scores(capture.features, None, capture.labels)
+            return separation_scores(capture.features, None, capture.labels)
     except Exception:  # the full analysis at the next drain scores it again, and reports the error
         return {}
 

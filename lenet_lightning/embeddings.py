@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lenet_lightning import capture, plots, projector, tsne
+from lenet_lightning import capture, plots, projector, scores, tsne
 from lenet_lightning.analysis import Analysis, BackgroundAnalysis, Capture, CaptureKey
 from lenet_lightning.data import InMemoryImages
 from lenet_lightning.preflight import absolute
@@ -216,7 +216,7 @@ class EmbeddingProjector(Callback):
                 self._submit(trainer, pending)
         elif trainer.is_global_zero:  # no t-SNE now: what was queued gets its fc2-space score
             for pending in self._requeue:
-                self._record(trainer, Analysis(pending, tsne.separation_scores(pending.features, None, probe.labels)))
+                self._record(trainer, Analysis(pending, scores.separation_scores(pending.features, None, probe.labels)))
         self._requeue = []
         if trainer.is_global_zero and self.class_vectors and self._class_vectors(pl_module) is None:
             rank_zero_info(f"EmbeddingProjector: no class vectors: `class_layer` {self.class_layer!r} is not a "
@@ -344,7 +344,7 @@ class EmbeddingProjector(Callback):
         self._write_entries(pl_module, key, features, metadata)
         record = Capture(step, stage, features, probe.labels, probe_acc)
         if self._analysis is None:
-            self._record(trainer, Analysis(record, tsne.separation_scores(features, None, probe.labels)))
+            self._record(trainer, Analysis(record, scores.separation_scores(features, None, probe.labels)))
         else:
             self._submit(trainer, record)
 

@@ -9,7 +9,8 @@ from test_tsne import blobs
 
 from lenet_lightning import analysis, tsne, tsne_torch
 from lenet_lightning.analysis import BackgroundAnalysis, Capture
-from lenet_lightning.tsne import embed_2d, separation_scores
+from lenet_lightning.scores import separation_scores
+from lenet_lightning.tsne import embed_2d
 
 
 @pytest.mark.parametrize(("n", "perplexity"), [(200, 30.0), (61, 5.0), (12, 3.0)])
