@@ -10,6 +10,7 @@ training loop's; results come back there, from :meth:`BackgroundAnalysis.poll` a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import traceback
@@ -41,9 +42,10 @@ class Capture:
 
     step: int
     stage: str
-    features: np.ndarray
+    features: np.ndarray | None  # None: a gap's, released once scored, read back when it is mapped
     labels: np.ndarray
     probe_acc: float | None = None
+    reloadable: bool = False  # its features can be read back (from its Projector entry in this run folder)
 
     @property
     def key(self) -> CaptureKey:
@@ -62,10 +64,11 @@ class Analysis:
     scores: dict[str, float] = field(default_factory=dict)
     layout: np.ndarray | None = None
     error: str | None = None
-    image: np.ndarray | None = None  # what `draw` returned: the plot as (H, W, 3) uint8, for TensorBoard
+    image: bytes | np.ndarray | None = None  # what `draw` returned: the plot (PNG bytes), for TensorBoard
 
 
-Draw = Callable[[Capture, np.ndarray], "np.ndarray | None"]
+Draw = Callable[[Capture, np.ndarray], "bytes | np.ndarray | None"]
+Reload = Callable[[CaptureKey], np.ndarray]
 
 
 class BackgroundAnalysis:
@@ -90,6 +93,9 @@ class BackgroundAnalysis:
         max_waiting: How many captures may wait for the worker while training runs (at least 1).
         device: Where t-SNE runs: ``None`` for openTSNE on the CPU, a GPU for exact t-SNE there
             (see :func:`tsne.embed_2d`).
+        reload: Reads a capture's features back (from its Projector entry). With it, a gap's
+            features leave memory once its silhouette is known and come back when it is mapped,
+            so what waits is bounded whatever the layer's size; without it they stay.
 
     Raises:
         ValueError: ``max_waiting`` is not an integer >= 1.
@@ -107,11 +113,11 @@ class BackgroundAnalysis:
 
     def __init__(self, perplexity: float, seed: int, draw: Draw | None = None,
                  layouts: Mapping[CaptureKey, np.ndarray] | None = None, max_waiting: int = 2,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, reload: Reload | None = None) -> None:
         if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 1:
             raise ValueError(f"Expected `max_waiting` to be an integer >= 1, but got {max_waiting!r}.")
         self.perplexity, self.seed, self.draw, self.max_waiting = perplexity, seed, draw, max_waiting
-        self.device = device
+        self.device, self.reload = device, reload
         self._lock = threading.Lock()  # guards the five fields below, shared with the worker
         self._layouts: dict[CaptureKey, np.ndarray] = dict(layouts or {})
         self._threads = 1
@@ -128,6 +134,7 @@ class BackgroundAnalysis:
         self._scoring: list[tuple[Capture, Future[dict[str, float]]]] = []  # the gaps' silhouettes
         self._unfinished: dict[CaptureKey, Capture] = {}  # every capture whose full analysis is not handed back
         self._skipped = 0
+        self._silhouettes: dict[CaptureKey, dict[str, float]] = {}  # the gaps' scores: computed once
 
     @property
     def skipped(self) -> int:
@@ -145,6 +152,11 @@ class BackgroundAnalysis:
         """Captures submitted whose full analysis has not been handed back by :meth:`poll` or
         :meth:`drain` (waiting, gaps, and the one being analysed), in step order."""
         return [self._unfinished[key] for key in sorted(self._unfinished)]
+
+    def add_layouts(self, layouts: Mapping[CaptureKey, np.ndarray]) -> None:
+        """Layouts of captures mapped before (a checkpoint's newest map): later maps start from them."""
+        with self._lock:
+            self._layouts.update(layouts)
 
     def submit(self, capture: Capture) -> None:
         """Queues ``capture``, to be analysed before those waiting longer; past ``max_waiting``
@@ -174,9 +186,13 @@ class BackgroundAnalysis:
         over), and waits for it; returns what :meth:`poll` has not, in step order."""
         for _, future in self._scoring:
             future.cancel()  # not started: its full analysis, due now, scores it anyway
+        with self._lock:  # silhouettes done but not handed back yet are not computed again
+            self._silhouettes.update({gap.key: future.result() for gap, future in self._scoring
+                                      if future.done() and not future.cancelled() and future.result()})
+        gaps = [self._with_features(gap) for gap in self._gaps]  # read back before the worker takes them
         with self._lock:
             self._threads = os.cpu_count() or 1
-            self._waiting = self._gaps + self._waiting
+            self._waiting = gaps + self._waiting
             self._wake()
         self._gaps = []
         try:
@@ -207,11 +223,28 @@ class BackgroundAnalysis:
 
     def _hand_back(self, scored: list[tuple[Capture, Future[dict[str, float]]]],
                    finished: list[Analysis]) -> list[Analysis]:
-        """Gaps' scores first, then full analyses, each in step order (so are the scalars logged from them)."""
+        """Gaps' scores first, then full analyses, each in step order (so are the scalars logged from
+        them). A scored gap's features leave memory when they can be read back."""
         for analysis in finished:
             self._unfinished.pop(analysis.capture.key, None)
+            with self._lock:
+                self._silhouettes.pop(analysis.capture.key, None)
         early = [Analysis(gap, future.result()) for gap, future in scored]
+        for analysis in early:
+            key = analysis.capture.key
+            if "silhouette" in analysis.scores:
+                with self._lock:
+                    self._silhouettes[key] = analysis.scores
+            if self.reload is not None and analysis.capture.reloadable and key in self._unfinished:
+                released = dataclasses.replace(analysis.capture, features=None)
+                self._unfinished[key] = released
+                self._gaps = [released if gap.key == key else gap for gap in self._gaps]
         return sorted(early, key=lambda a: a.capture.key) + sorted(finished, key=lambda a: a.capture.key)
+
+    def _with_features(self, capture: Capture) -> Capture:
+        if capture.features is not None or self.reload is None:
+            return capture
+        return dataclasses.replace(capture, features=self.reload(capture.key))
 
     def _wake(self) -> None:
         """Starts a worker job unless one runs (it takes what waits before it returns). Lock held."""
@@ -229,7 +262,7 @@ class BackgroundAnalysis:
                         self._working = False
                         return
                     capture = self._waiting.pop()
-                    threads, init = self._threads, _nearest(self._layouts, capture.key)
+                    threads, init = self._threads, nearest_layout(self._layouts, capture.key)
                 analysis = self._analyse(capture, init, threads)
                 with self._lock:
                     if analysis.layout is not None:
@@ -245,8 +278,11 @@ class BackgroundAnalysis:
         try:
             layout = tsne.embed_2d(capture.features, init=init, perplexity=self.perplexity, seed=self.seed,
                                    n_threads=threads, device=self.device)  # limits its own threads
+            with self._lock:
+                known = self._silhouettes.get(capture.key, {})
             with threadpool_limits(limits=threads):  # the scores are BLAS products
-                scores = separation_scores(capture.features, layout, capture.labels)
+                scores = {**separation_scores(capture.features, layout, capture.labels,
+                                              silhouette="silhouette" not in known), **known}
         except Exception:  # reported by the main thread, with this traceback
             error = traceback.format_exc()
             try:
@@ -261,13 +297,13 @@ class BackgroundAnalysis:
         return Analysis(capture, scores, layout, image=image)
 
 
-def _nearest(layouts: Mapping[CaptureKey, np.ndarray], key: CaptureKey) -> np.ndarray | None:
+def nearest_layout(layouts: Mapping[CaptureKey, np.ndarray], key: CaptureKey) -> np.ndarray | None:
     """The layout nearest in step to ``key`` (ties: the earlier), so that a map filled in late keeps
     the orientation of its neighbours; ``None`` when there is none yet.
 
     Example:
         >>> layouts = {(0, "fit"): np.zeros((1, 2)), (4, "fit"): np.ones((1, 2))}
-        >>> _nearest(layouts, (2, "fit")), _nearest(layouts, (3, "fit"))
+        >>> nearest_layout(layouts, (2, "fit")), nearest_layout(layouts, (3, "fit"))
         (array([[0., 0.]]), array([[1., 1.]]))
     """
     if not layouts:

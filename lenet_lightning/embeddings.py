@@ -9,27 +9,30 @@ It decides *when* to capture, *what*, and *where* it goes. The work is done else
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lenet_lightning import capture, plots, projector, scores, tsne
+from lenet_lightning import capture, plots, projector, tsne
 from lenet_lightning.analysis import Analysis, BackgroundAnalysis, Capture, CaptureKey
 from lenet_lightning.data import InMemoryImages
 from lenet_lightning.preflight import absolute
-from lenet_lightning.series import FEATURE_SCORES, Series, write_scores_csv
-from lenet_lightning.step_order import Released, StepOrder
+from lenet_lightning.recorder import SeriesRecorder, image_summary
+from lenet_lightning.results import DEFAULT_LAYER, SeriesInfo
+from lenet_lightning.scores import separation_scores
 
 Schedule = Literal["fixed", "doubling"]
 ProbeSplit = Literal["train", "val", "test"]
-DEFAULT_LAYER = "fc2"
+STATE_VERSION = 3  # 2: the version before the series recorder, still resumed
 
 
 class EmbeddingProjector(Callback):
@@ -141,19 +144,17 @@ class EmbeddingProjector(Callback):
         self.dirpath, self.dataset = dirpath, dataset
         self.plot_format, self.plot_dpi = plots.check_plot_format(plot_format), plots.check_dpi(plot_dpi)
         # Names the plot folder and the scalars: `embeddings` for the default layer.
-        self.name = "embeddings" if layer == DEFAULT_LAYER else f"embeddings_{projector.safe_tag(layer)}"
-        self._series = Series()  # saved in checkpoints
-        self._loaded: dict[str, Any] | None = None  # a checkpoint's state, until the probe set is known
-        # Per run.
+        self.name = SeriesInfo.default_name(layer)
+        # Per run, made in `setup`: the probe set on every rank; the recorder and analysis on rank 0.
         self._probe: capture.ProbeSet | None = None
-        self._perplexity = self.perplexity  # fitted to the probe set when it is drawn
+        self._recorder: SeriesRecorder | None = None
         self._analysis: BackgroundAnalysis | None = None
-        self._order = StepOrder()  # what is logged to TensorBoard, held until it comes in step order
-        self._requeue: list[Capture] = []
+        self._fitting = False
+        self._taken: set[CaptureKey] = set()  # captured in this run
+        self._queued: set[CaptureKey] = set()  # restored from a checkpoint, still being analysed
         self._checkpoint_step: int | None = None  # validate/test: the step of the loaded checkpoint
-        self._train_ended = False
-        self._log_dir: Path | None = None
-        self._sprite: tuple[str, tuple[int, int]] | None = None
+        self._fit_finished = False
+        self._layout: tuple[int, np.ndarray] | None = None  # the newest fit map: the next one starts from it
 
     @property
     @override
@@ -163,15 +164,37 @@ class EmbeddingProjector(Callback):
     # ------------------------------------------------------------------ setup
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Draws the probe set on every rank (no collectives), before Lightning restores a checkpoint's
+        state into it; on rank 0 clears what a killed run left and starts the recorder and analysis."""
+        self._close()
+        self._probe, self._recorder, self._taken, self._queued = None, None, set(), set()
+        self._fitting, self._fit_finished, self._checkpoint_step = stage == "fit", False, None
         if not self.enabled:
             return
         capture.find_layer(pl_module, self.layer)  # a wrong name fails now, on every rank
-        self._log_dir = self._run_dir(trainer)
-        if trainer.is_global_zero:  # before this run writes there: what a killed run left half-written
-            other = [self.plot_dir, *(cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath)]
-            projector.remove_leftovers(self._log_dir, other)
-        self._probe, self._sprite = None, None  # the data may differ from an earlier run's
-        self._order = StepOrder()
+        run_dir = self._run_dir(trainer)
+        self._probe = probe = self._draw_probe(trainer)
+        if not trainer.is_global_zero:
+            return
+        plot_dir = run_dir / self.name if self.dirpath is None else Path(absolute(self.dirpath))
+        other = [plot_dir, *(cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath)]
+        projector.remove_leftovers(run_dir, other)  # before this run writes there
+        perplexity = tsne.effective_perplexity(len(probe.labels), self.perplexity) if self.tsne else self.perplexity
+        info = SeriesInfo(self.layer, probe.class_names, self.name, plot_dir, self.class_layer, self.plot_format,
+                          self.plot_dpi, perplexity, self.seed)
+        self._recorder = SeriesRecorder(run_dir, probe, info, sprites=self.sprites, writer=_LoggersWriter(trainer))
+        if len(probe.labels) < self.num_samples:
+            _tell(trainer, f"EmbeddingProjector: the probe set has {len(probe.labels)} points: all of the "
+                           f"{self.split} split (`num_samples={self.num_samples}` asked for more).")
+        if self.class_vectors and capture.class_vectors(pl_module, self.class_layer, len(probe.class_names)) is None:
+            rank_zero_info(f"EmbeddingProjector: no class vectors: `class_layer` {self.class_layer!r} is not a "
+                           f"linear layer with one row per class ({len(probe.class_names)}).")
+        if self.tsne:
+            # On a GPU the maps are made there (exact t-SNE); on a CPU by openTSNE.
+            device = trainer.strategy.root_device
+            self._analysis = BackgroundAnalysis(perplexity, self.seed, draw=self._recorder.draw_map,
+                                                device=None if device.type == "cpu" else device,
+                                                reload=self._recorder.read_features)
 
     @staticmethod
     def _run_dir(trainer: pl.Trainer) -> Path:
@@ -192,36 +215,9 @@ class EmbeddingProjector(Callback):
     @property
     def plot_dir(self) -> Path:
         """Where plots and ``separation.csv`` go."""
-        if self._log_dir is None:
-            raise RuntimeError("The embeddings callback has not been set up by a Trainer yet.")
-        return self._log_dir / self.name if self.dirpath is None else Path(absolute(self.dirpath))
-
-    def _ensure_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> capture.ProbeSet:
-        """The probe set, drawn at the run's first capture on every rank (no collectives), checked by
-        one input through the model, then reconciled with a loaded checkpoint's series."""
-        if self._probe is not None:
-            return self._probe
-        probe = self._draw_probe(trainer)
-        capture.forward_layer(pl_module, self.layer, probe.inputs[:1], pl_module.device)  # in the forward path?
-        self._probe = probe
-        if self._loaded is not None:
-            self._adopt(self._loaded, fitting=trainer.state.fn == "fit")
-        if trainer.is_global_zero and self.tsne and self._analysis is None:
-            self._perplexity = tsne.effective_perplexity(len(probe.labels), self.perplexity)
-            # On a GPU the maps are made there (exact t-SNE); on a CPU by openTSNE.
-            device = pl_module.device if pl_module.device.type != "cpu" else None
-            self._analysis = BackgroundAnalysis(self._perplexity, self.seed, draw=self._draw_map,
-                                                layouts=self._series.layouts, device=device)
-            for pending in self._requeue:
-                self._submit(trainer, pending)
-        elif trainer.is_global_zero:  # no t-SNE now: what was queued gets its fc2-space score
-            for pending in self._requeue:
-                self._record(trainer, Analysis(pending, scores.separation_scores(pending.features, None, probe.labels)))
-        self._requeue = []
-        if trainer.is_global_zero and self.class_vectors and self._class_vectors(pl_module) is None:
-            rank_zero_info(f"EmbeddingProjector: no class vectors: `class_layer` {self.class_layer!r} is not a "
-                           f"linear layer with one row per class ({len(probe.class_names)}).")
-        return probe
+        if self._recorder is None:
+            raise RuntimeError("The embeddings callback has not been set up by a Trainer (on rank 0) yet.")
+        return self._recorder.plot_dir
 
     def _draw_probe(self, trainer: pl.Trainer) -> capture.ProbeSet:
         datamodule = trainer.datamodule
@@ -237,7 +233,8 @@ class EmbeddingProjector(Callback):
         return capture.probe_from_dataset(dataset, self.num_samples, self.seed)
 
     # ------------------------------------------------------------ when to capture
-    def _due(self, step: int) -> bool:
+    def is_capture_step(self, step: int) -> bool:
+        """Whether ``step`` is a scheduled capture (step 0 and the end of fit always are, besides)."""
         n = self.every_n_train_steps
         if n == 0 or step <= 0 or step % n:
             return False
@@ -246,76 +243,70 @@ class EmbeddingProjector(Callback):
         multiple = step // n
         return multiple & (multiple - 1) == 0  # a power of two
 
+    def _skip(self, trainer: pl.Trainer) -> bool:
+        """The one predicate for "nothing to do here": disabled, another rank, or not set up."""
+        return not self.enabled or not trainer.is_global_zero or self._recorder is None
+
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Step 0 before any update. After a resume, the checkpoint's own step only if the earlier run
         # captured it in this run folder (its end-of-fit capture, which came after its last
-        # checkpoint, so the state does not list it): the series keeps it, and a run resumed after
-        # a kill gets the captures an uninterrupted run would have, no more.
-        if not self.enabled:
+        # checkpoint): a run resumed after a kill gets the captures an uninterrupted run would have.
+        if self._skip(trainer):
             return
         step = trainer.global_step
-        if step == 0 or self._due(step) or self._listed_in_run_dir((step, "fit")):
+        if step == 0 or self.is_capture_step(step) or self._recorder.captured((step, "fit")):
             self._capture(trainer, pl_module, "fit")
 
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not self.enabled:
+        if self._skip(trainer):
             return
-        if self._due(trainer.global_step):
+        if self.is_capture_step(trainer.global_step):
             self._capture(trainer, pl_module, "fit")
         if self._analysis is not None:
-            self._record_all(trainer, self._analysis.poll())
+            self._record_all(self._analysis.poll())
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.enabled or trainer.sanity_checking:
+        if self._skip(trainer) or trainer.sanity_checking:
             return
         if trainer.state.fn == "validate":
             self._capture(trainer, pl_module, "validate")
-            self._finish(trainer, pl_module)
+            self._finish(trainer)
         elif self._analysis is not None:
             # Training is paused: the queued analyses get every core now, and the checkpoint saved
-            # after this hook (checkpoint callbacks run last) holds them all.
-            self._drain(trainer)
+            # after this hook (checkpoint callbacks run last) holds what is left.
+            self._record_all(self._analysis.drain())
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.enabled:
-            self._capture(trainer, pl_module, "fit")
-            self._finish(trainer, pl_module, evolution=True)
-        self._train_ended = True
-
-    @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._train_ended = False
+        self._end_fit(trainer, pl_module)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Resuming a checkpoint whose fit had already reached its last step (a run killed while it
-        # made its end-of-fit capture and figures), Lightning skips `on_train_start` and
-        # `on_train_end`: complete here what the kill interrupted. Captures and rows are keyed by
-        # step, so nothing is listed twice.
-        if not self._train_ended:
-            self.on_train_end(trainer, pl_module)
+        # made its end-of-fit capture and figures), Lightning skips `on_train_end`: end it here.
+        self._end_fit(trainer, pl_module)
+
+    def _end_fit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._skip(trainer) or self._fit_finished:
+            return
+        self._fit_finished = True
+        self._capture(trainer, pl_module, "fit")
+        self._finish(trainer)
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.enabled:
-            self._capture(trainer, pl_module, "test")
-            self._finish(trainer, pl_module)
-
-    @override
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-                           ) -> None:
-        # Lightning restores `global_step` only when fitting; validate/test name the checkpoint's.
-        self._checkpoint_step = None if trainer.state.fn == "fit" else checkpoint.get("global_step")
+        if self._skip(trainer):
+            return
+        self._capture(trainer, pl_module, "test")
+        self._finish(trainer)
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._close()
-        self._checkpoint_step = None
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -328,274 +319,188 @@ class EmbeddingProjector(Callback):
 
     # --------------------------------------------------------------- capturing
     def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Forwards the probe set, writes its projector entry and queues its analysis: rank 0 only,
-        no collectives (the other ranks go on training and meet rank 0 at the next all-reduce)."""
+        """Rank 0: forwards the probe set, writes its entry and hands its analysis over. No
+        collectives: the other ranks go on training and meet rank 0 at the next all-reduce."""
+        assert self._recorder is not None and self._probe is not None  # set up on rank 0
         step = trainer.global_step if stage == "fit" or self._checkpoint_step is None else self._checkpoint_step
         key = (step, stage)
-        probe = self._ensure_probe(trainer, pl_module)  # adopts a loaded checkpoint's series first
-        if stage == "fit" and key in self._series.captured:  # e.g. the resume step, queued in the checkpoint
+        if key in self._taken or key in self._queued or self._recorder.complete(key):
             return
-        self._series.captured.add(key)
-        if not trainer.is_global_zero:
-            return
+        self._taken.add(key)
         with trainer.precision_plugin.forward_context():
-            features, outputs = capture.forward_layer(pl_module, self.layer, probe.inputs, pl_module.device)
-        metadata, probe_acc = capture.probe_metadata(probe, outputs)
-        self._write_entries(pl_module, key, features, metadata)
-        record = Capture(step, stage, features, probe.labels, probe_acc)
-        if self._analysis is None:
-            self._record(trainer, Analysis(record, scores.separation_scores(features, None, probe.labels)))
-        else:
-            self._submit(trainer, record)
+            features, outputs = capture.forward_layer(pl_module, self.layer, self._probe.inputs, pl_module.device)
+        weight = capture.class_vectors(pl_module, self.class_layer, len(self._probe.class_names)) \
+            if self.class_vectors else None
+        record = self._recorder.write_capture(step, stage, features, outputs, weight)
+        if record is not None:
+            self._hand_over(trainer, record)
 
-    def _submit(self, trainer: pl.Trainer, record: Capture) -> None:
-        """Queues the capture's analysis; the first time the queue overflows in this run, says what
-        that means (the analysis is new in each run, so its count starts at 0)."""
-        assert self._analysis is not None
-        # Its scalars and image will come out of order (newest first, gaps at the pause): later ones wait.
-        if "silhouette" not in self._series.rows.get(record.key, {}):  # else restored with a checkpoint's row
-            self._order.expect("scores", record.step)
-        self._order.expect("map", record.step)
+    def _hand_over(self, trainer: pl.Trainer | None, record: Capture) -> None:
+        """Queues the capture's analysis; without t-SNE, records its feature-space scores now. The
+        first time the queue overflows in this run, says what that means."""
+        assert self._recorder is not None
+        if self._analysis is None:
+            self._recorder.record(Analysis(record, separation_scores(record.features, None, record.labels)))
+            return
+        self._recorder.expect(record.key)
         skipped = self._analysis.skipped
         self._analysis.submit(record)
-        if skipped == 0 < self._analysis.skipped:
-            _tell(trainer, f"EmbeddingProjector: captures come faster than their t-SNE maps, so the newest is "
+        if trainer is not None and skipped == 0 < self._analysis.skipped:
+            _tell(trainer, "EmbeddingProjector: captures come faster than their t-SNE maps, so the newest is "
                            f"mapped first and those skipped ({self._analysis.skipped} so far) get their maps when "
                            "training pauses (validation, end of fit). Every capture still gets its projector "
                            "entry and silhouette score as it comes.")
 
-    def _write_entries(self, pl_module: pl.LightningModule, key: CaptureKey, features: np.ndarray,
-                       metadata: dict[str, list[str]]) -> None:
-        """The capture's projector entry, and the class vectors' beside it. A write that fails costs
-        this capture its entries, not the run."""
-        assert self._log_dir is not None and self._probe is not None  # set up, and the probe drawn
-        tag = self._tag(key)
-        try:
-            sprite_path, thumb = self._write_sprite_once() if self.sprites else (None, None)
-            projector.write_embedding(self._log_dir, tag, features, metadata, sprite_path=sprite_path,
-                                      sprite_thumb_size=thumb)
-            weight = self._class_vectors(pl_module)
-            if weight is not None:
-                suffix = tag.removeprefix(f"{self.layer}_")
-                projector.write_embedding(self._log_dir, f"{self.class_layer}.weight_{suffix}", weight,
-                                          list(self._probe.class_names))
-        except OSError as err:
-            rank_zero_warn(f"EmbeddingProjector: could not write the projector entry {tag} ({err}); "
-                           "skipped it, training goes on.")
-
-    def _write_sprite_once(self) -> tuple[str | None, tuple[int, int] | None]:
-        """The probe never changes within a run, so neither does its sprite: written once. Inputs
-        that are not images get none."""
-        assert self._log_dir is not None and self._probe is not None
-        if self._sprite is None:
-            images = capture.sprite_images(self._probe.inputs)
-            if images is None:
-                return None, None
-            name = "sprite.png" if self.layer == DEFAULT_LAYER else f"sprite_{projector.safe_tag(self.layer)}.png"
-            path = self._log_dir / "projector" / name
-            self._sprite = (str(path), projector.write_sprite(images, path))
-        return self._sprite
-
-    def _class_vectors(self, pl_module: pl.LightningModule) -> np.ndarray | None:
-        if not self.class_vectors or self._probe is None:
-            return None
-        return capture.class_vectors(pl_module, self.class_layer, len(self._probe.class_names))  # (C, D)
-
-    def _listed_in_run_dir(self, key: CaptureKey) -> bool:
-        """Whether this run folder's projector config lists the capture ``key`` already."""
-        assert self._log_dir is not None
-        try:
-            return projector.safe_tag(self._tag(key)) in projector.listed_embeddings(self._log_dir)
-        except ValueError:  # an unreadable config: the capture is taken again and replaces it
-            return False
-
-    def _tag(self, key: CaptureKey) -> str:
-        step, stage = key
-        return f"{self.layer}_step{step:07d}" if stage == "fit" else f"{self.layer}_{stage}_step{step:07d}"
-
-    def _draw_map(self, record: Capture, layout: np.ndarray) -> np.ndarray:
-        """Analysis thread: saves the capture's t-SNE map and returns it rendered, for TensorBoard's
-        Images tab. Reads only what stays fixed during the run."""
-        assert self._probe is not None
-        title = f"{'' if record.stage == 'fit' else f'{record.stage}, '}step {record.step}"
-        if record.probe_acc is not None:
-            title += f" · probe acc {record.probe_acc:.3f}"
-        figure = plots.plot_embedding(layout, record.labels, self._probe.class_names, title=title)
-        image = plots.render_figure(figure)
-        self._save(figure, image, f"tsne_{self._tag(record.key)}")
-        return image
-
-    def _save(self, figure: Any, image: np.ndarray | None, name: str) -> None:
-        """Writes ``figure`` to the plot folder; a PNG at TensorBoard's 100 dpi is the ``image``
-        already rendered for the Images tab, not a second drawing."""
-        path = self.plot_dir / f"{name}.{self.plot_format}"
-        if image is not None and self.plot_format == "png" and self.plot_dpi == 100:
-            plots.save_image(image, path)
-            figure.clear()
-        else:
-            plots.save_figure(figure, path, dpi=self.plot_dpi)
-
-    # ------------------------------------------------------------ recording
-    def _record_all(self, trainer: pl.Trainer, analyses: list[Analysis]) -> None:
+    def _record_all(self, analyses: list[Analysis]) -> None:
+        assert self._recorder is not None
         for analysis in analyses:
-            self._record(trainer, analysis)
+            key = analysis.capture.key
+            if analysis.layout is not None or analysis.error is not None:
+                self._queued.discard(key)
+            if analysis.layout is not None and key[1] == "fit" and (self._layout is None or key[0] >= self._layout[0]):
+                self._layout = (key[0], analysis.layout)
+            self._recorder.record(analysis)
 
-    def _record(self, trainer: pl.Trainer, analysis: Analysis) -> None:
-        """The one place, on the main thread, where a finished analysis joins the series: its row and
-        2-D layout are kept, its bookmark written, the CSV rewritten, and its new scores and plot
-        logged at its step once the earlier steps' have been (see :mod:`lenet_lightning.step_order`).
-        A gap comes here twice: with its silhouette, then with its map and 2-D scores."""
-        record = analysis.capture
-        tag = self._tag(record.key)
-        if analysis.error is not None:
-            step, lost = ("t-SNE", "no 2-D scores or plot") if analysis.layout is None else ("plot", "no plot")
-            reason = analysis.error.strip().splitlines()[-1]
-            rank_zero_warn(f"EmbeddingProjector: {step} of {tag} failed ({reason}); {lost} for it. "
-                           f"Traceback from the analysis thread:\n{analysis.error}")
-        new = self._series.add(analysis, tag)  # a gap's 2-D scores join its row when its map is made
-        self._bookmark(analysis, tag)
-        numbers = {name: float(value) for name, value in new.items()
-                   if name not in ("tag", "step", "stage") and value is not None}
-        early = {name: value for name, value in numbers.items() if name in FEATURE_SCORES}
-        released = self._order.put("scores", record.step, (early, None))
-        if analysis.layout is not None or analysis.error is not None:  # final: not a gap's scores-only result
-            late = {name: value for name, value in numbers.items() if name not in FEATURE_SCORES}
-            image: np.ndarray | bytes | None = analysis.image
-            if image is not None and self._order.awaits("map", record.step):
-                # Held until the gaps before it are mapped: 1 MB raw, about 50 kB as a fast PNG.
-                image = plots.png_bytes(image, compress_level=1)
-            released += self._order.put("map", record.step, (late, image))
-        self._log(trainer, released)
-        path = self.plot_dir / "separation.csv"
-        try:
-            write_scores_csv(path, list(self._series.rows.values()))
-        except OSError as err:
-            rank_zero_warn(f"EmbeddingProjector: could not write {path} ({err}); its rows stay in memory and in "
-                           "the checkpoint.")
-
-    def _drain(self, trainer: pl.Trainer, announce: bool = False) -> None:
-        """Waits for every queued analysis, on every core (training is paused or over); says so when
-        ``announce`` (at the end, not at every validation)."""
-        if self._analysis is None:
-            return
-        if announce and self._analysis.pending:
-            _tell(trainer, f"EmbeddingProjector: waiting for {len(self._analysis.pending)} pending t-SNE plot(s)...")
-        self._record_all(trainer, self._analysis.drain())
-
-    def _finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, evolution: bool = False) -> None:
-        """Waits for pending analyses, then draws the evolution (after fit) and the class vectors. A
-        figure that cannot be made or written is reported and skipped: the run has finished."""
-        if not trainer.is_global_zero or self._probe is None:
-            return
-        self._drain(trainer, announce=True)
-        names = self._probe.class_names
-        series = self._series.fit_layouts()
-        try:
-            if evolution and series:
-                titles = [f"step {step}" for (step, _), _ in series]
-                figure = plots.plot_evolution([layout for _, layout in series], self._probe.labels, names, titles)
-                image = self._log_figure(trainer, f"{self.name}/tsne_evolution", figure, series[-1][0][0])
-                self._save(figure, image, "tsne_evolution")
-            weight = self._class_vectors(pl_module)
-            if weight is not None:
-                figure = plots.plot_class_vectors(weight, names)
-                step = trainer.global_step if self._checkpoint_step is None else self._checkpoint_step
-                image = self._log_figure(trainer, f"{self.name}/class_vectors", figure, step)
-                self._save(figure, image, "class_vectors")
-        except (OSError, ValueError) as err:
-            rank_zero_warn(f"EmbeddingProjector: an end-of-run figure was skipped ({err}).")
-        _tell(trainer, f"EmbeddingProjector: projector entries in {self._log_dir}, plots in {self.plot_dir}")
-
-    # --------------------------------------------- TensorBoard: bookmarks and images
-    def _bookmark(self, analysis: Analysis, tag: str) -> None:
-        """Main thread, rank 0: gives the capture's projector entry a bookmark that shows its offline
-        t-SNE layout (the one aligned with its neighbour's, as in its plot) coloured by class, as
-        soon as it is made. A failed write costs the bookmark."""
-        step = analysis.capture.step
-        if analysis.layout is not None and self._log_dir is not None:
-            name = f"step {step}: t-SNE of tsne_{tag}.{self.plot_format}"
-            bookmark = projector.layout_bookmark(analysis.layout, name, color_by="label", perplexity=self._perplexity)
-            try:
-                projector.write_bookmarks(self._log_dir, tag, [bookmark])
-            except (OSError, ValueError) as err:  # e.g. a capture queued in a checkpoint of another run folder
-                rank_zero_warn(f"EmbeddingProjector: could not write the bookmark of {tag} ({err}); skipped it.")
-
-    def _log(self, trainer: pl.Trainer, released: Released) -> None:
-        """Logs the scores and plots :class:`StepOrder` released, each stream in step order: the plot
-        to TensorBoard's Images tab, the scores to every logger."""
-        for _, step, (metrics, image) in released:
-            if metrics:
-                for logger in trainer.loggers:
-                    logger.log_metrics({f"{self.name}/{name}": value for name, value in metrics.items()}, step=step)
-            if isinstance(image, bytes):
-                image = plots.from_png(image)
-            if image is not None:
-                self._log_image(trainer, f"{self.name}/tsne", image, step)
-
-    def _log_figure(self, trainer: pl.Trainer, tag: str, figure: Any, step: int) -> np.ndarray | None:
-        """Logs ``figure`` to TensorBoard's Images tab, if a TensorBoard logger is there; returns the image."""
-        if not any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
-            return None
-        image = plots.render_figure(figure)
-        self._log_image(trainer, tag, image, step)
-        return image
-
-    @staticmethod
-    def _log_image(trainer: pl.Trainer, tag: str, image: np.ndarray, step: int) -> None:
-        """Through the TensorBoard logger's own writer: ``image`` is ``(H, W, 3)`` uint8."""
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(tag, image, global_step=step, dataformats="HWC")
+    def _finish(self, trainer: pl.Trainer) -> None:
+        """Waits for the queued analyses, on every core, then ends the series from the run folder."""
+        assert self._recorder is not None
+        if self._analysis is not None:
+            if self._analysis.pending:
+                _tell(trainer, f"EmbeddingProjector: waiting for {len(self._analysis.pending)} pending t-SNE "
+                               "plot(s)...")
+            self._record_all(self._analysis.drain())
+        self._recorder.finish()
+        _tell(trainer, f"EmbeddingProjector: projector entries in {self._recorder.run_dir}, plots in "
+                       f"{self._recorder.plot_dir}")
 
     # ------------------------------------------------------------- checkpointing
     @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+                           ) -> None:
+        # Lightning restores `global_step` only when fitting; validate/test name the checkpoint's.
+        self._checkpoint_step = None if trainer.state.fn == "fit" else checkpoint.get("global_step")
+
+    @override
     def state_dict(self) -> dict[str, Any]:
-        """The series so far, captures still being analysed included; no side effects. Tensors and
-        plain types only, so checkpoints stay loadable with ``weights_only=True``."""
-        if self._loaded is not None:
-            return self._loaded  # loaded before its probe set was drawn: kept as it came
-        pending = self._analysis.pending if self._analysis is not None else self._requeue
-        return self._series.to_state(self.layer, self.split, self._probe, pending)
+        """What the run folder cannot give back: the probe set, the newest map (the next one starts
+        from it) and the captures not analysed yet. Tensors, ints and strings only, so checkpoints
+        load with ``weights_only=True``; no side effects."""
+        if self._probe is None:
+            return {}
+        pending = self._analysis.pending if self._analysis is not None else []
+        assert self._recorder is not None or not pending  # only rank 0 analyses
+        return {
+            "version": STATE_VERSION, "layer": self.layer, "split": self.split,
+            "split_size": self._probe.split_size, "probe_index": torch.from_numpy(self._probe.index.astype(np.int64)),
+            "layout_step": -1 if self._layout is None else self._layout[0],
+            "layout": None if self._layout is None else torch.from_numpy(self._layout[1]),
+            "pending": [{"step": p.step, "stage": p.stage, "probe_acc": p.probe_acc,
+                         "features": torch.from_numpy(p.features if p.features is not None
+                                                      else self._recorder.read_features(p.key))}  # type: ignore
+                        for p in pending],
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Keeps the checkpoint's series; it is compared with this run's probe set when that is drawn."""
-        self._loaded = dict(state_dict)
-        if self._probe is not None:
-            self._adopt(self._loaded, fitting=True)
-
-    def _adopt(self, state: dict[str, Any], fitting: bool) -> None:
-        """Continues the checkpoint's series if it was made on this probe set of this layer, else warns
-        once and starts a new one. validate/test only take its layouts, for the map's orientation."""
-        self._loaded = None
-        if state.get("probe_index") is None:
-            return  # saved before any capture, or with the callback off
-        adopted = Series.from_state(state, self.layer, self.split, self._probe)
-        if isinstance(adopted, str):
-            rank_zero_warn(f"EmbeddingProjector: the checkpoint's series does not continue here: {adopted}; "
-                           f"starting a new series for `layer={self.layer!r}`, `split={self.split!r}`, "
-                           f"`num_samples={self.num_samples}` on this data.")
+        """Continues the checkpoint's series if it was made on this probe set of this layer (else
+        warns and starts a new one): its newest map seeds the next, and its captures not analysed
+        yet go straight to the analysis (validate and test take the map only)."""
+        if self._probe is None or not state_dict or state_dict.get("probe_index") is None:
+            return  # disabled, saved before any capture, or with the callback off
+        state = _checked_state(state_dict)
+        probe = self._probe
+        if (state["layer"], state["split"], state["split_size"]) != (self.layer, self.split, probe.split_size) or \
+                not np.array_equal(state["probe_index"], probe.index):
+            rank_zero_warn(
+                f"EmbeddingProjector: the checkpoint's series does not continue here: its probe set "
+                f"({len(state['probe_index'])} of {state['split_size']} {state['split']} inputs, layer "
+                f"{state['layer']!r}) is not this one; starting a new series for `layer={self.layer!r}`, "
+                f"`split={self.split!r}`, `num_samples={self.num_samples}` on this data.")
             return
-        series, pending = adopted
-        if fitting:
-            self._series, self._requeue = series, pending
-        else:
-            self._series.layouts.update(dict(series.fit_layouts()))
+        if self._recorder is None:
+            return  # another rank
+        if state["layout"] is not None:
+            self._layout = (state["layout_step"], state["layout"])
+            if self._analysis is not None:
+                self._analysis.add_layouts({(state["layout_step"], "fit"): state["layout"]})
+        if self._fitting:
+            for step, stage, probe_acc, features in state["pending"]:
+                self._queued.add((step, stage))
+                self._hand_over(None, Capture(step, stage, features, probe.labels, probe_acc))
+
+
+def _checked_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's callback state as plain values, version 3 or 2; a field that is missing or
+    malformed raises a ``ValueError`` that names it."""
+    def field(name: str, kind: type | tuple[type, ...], source: dict[str, Any] = state) -> Any:
+        value = source.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"Expected the checkpoint's EmbeddingProjector state `{name}` to be "
+                             f"{getattr(kind, '__name__', kind)}, but got {type(value).__name__}; "
+                             "the checkpoint is damaged or not from this package.")
+        return value
+
+    version = field("version", int)
+    if version not in (2, STATE_VERSION):
+        raise ValueError(f"Expected the checkpoint's EmbeddingProjector state `version` to be 2 or {STATE_VERSION}, "
+                         f"but got {version}; resume it with the version of lenet-lightning that wrote it.")
+    checked = {"layer": field("layer", str), "split": field("split", str), "split_size": field("split_size", int),
+               "probe_index": field("probe_index", torch.Tensor).numpy()}
+    if version == STATE_VERSION:
+        layout = state.get("layout")
+        checked["layout_step"] = field("layout_step", int)
+        checked["layout"] = None if layout is None else field("layout", torch.Tensor).numpy()
+    else:  # version 2 kept every layout: the newest fit one seeds the next map
+        fit = [item for item in field("layouts", list) if item[1] == "fit"]
+        checked["layout_step"] = int(fit[-1][0]) if fit else -1
+        checked["layout"] = torch.as_tensor(fit[-1][2]).numpy() if fit else None
+    pending = []
+    for item in field("pending", list):
+        acc = item.get("probe_acc") if isinstance(item, dict) else None
+        pending.append((field("step", int, item), field("stage", str, item),
+                        None if acc is None else float(field("probe_acc", (float, int), item)),
+                        field("features", torch.Tensor, item).numpy()))
+    checked["pending"] = pending
+    return checked
+
+
+class _LoggersWriter:
+    """The series' TensorBoard values through the trainer's loggers: scalars to each, images (as
+    encoded, never encoded again) to each TensorBoard logger's own writer."""
+
+    def __init__(self, trainer: pl.Trainer) -> None:
+        self.trainer = trainer
+
+    def add_scalars(self, values: Mapping[str, float], step: int) -> None:
+        for logger in self.trainer.loggers:
+            logger.log_metrics(dict(values), step=step)
+
+    def add_image(self, tag: str, encoded: bytes, step: int) -> None:
+        for logger in self.trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment._get_file_writer().add_summary(image_summary(tag, encoded), step)
 
 
 def _split_dataset(trainer: pl.Trainer, split: str) -> Any:
-    """The dataset of the trainer's ``split`` dataloader (the first one, when there are several), asking
-    the datamodule when the trainer has not loaded it; ``None`` when there is none."""
-    loaders: Any = {"train": trainer.train_dataloader, "val": trainer.val_dataloaders,
-                    "test": trainer.test_dataloaders}[split]
-    if loaders is None and trainer.datamodule is not None:
+    """The dataset of the ``split`` dataloader the trainer was given (the first one, when there are
+    several), from the datamodule or the dataloaders passed to ``fit``/``validate``/``test``; ``None``
+    when there is none. Read before the loops load them: the probe set is drawn in ``setup``."""
+    loops: Any = {"train": [trainer.fit_loop], "val": [trainer.fit_loop.epoch_loop.val_loop, trainer.validate_loop],
+                  "test": [trainer.test_loop]}[split]
+    for loop in loops:
+        source = getattr(loop, "_data_source", None)  # Lightning's own record of what it was given
+        if source is None or source.instance is None or not source.is_defined():
+            continue
         try:
-            loaders = getattr(trainer.datamodule, f"{split}_dataloader")()
+            loaders = source.dataloader()
         except NotImplementedError:  # LightningDataModule's default: the datamodule has no such split
-            loaders = None
-    while isinstance(loaders, (list, tuple, dict)) and loaders:
-        loaders = next(iter(loaders.values())) if isinstance(loaders, dict) else loaders[0]
-    return getattr(loaders, "dataset", None)
+            continue
+        while isinstance(loaders, (list, tuple, dict)) and loaders:
+            loaders = next(iter(loaders.values())) if isinstance(loaders, dict) else loaders[0]
+        dataset = getattr(loaders, "dataset", None)
+        if dataset is not None:
+            return dataset
+    return None
 
 
 def _tell(trainer: pl.Trainer, message: str) -> None:

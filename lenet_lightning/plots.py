@@ -268,6 +268,21 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100, fo
         fig.clear()
 
 
+def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:
+    """``fig`` encoded as PNG bytes, once: the same bytes go to the plot file and to TensorBoard's
+    Images tab. The figure is left as it is.
+
+    Example:
+        >>> fig = plot_embedding(np.zeros((4, 2)), np.arange(4) % 2, ["a", "b"])
+        >>> figure_png(fig, dpi=50)[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+        True
+    """
+    check_dpi(dpi)
+    stream = io.BytesIO()
+    fig.savefig(stream, format="png", dpi=dpi)
+    return stream.getvalue()
+
+
 def png_bytes(image: np.ndarray, *, compress_level: int = 6) -> bytes:
     """An ``(H, W, 3)`` ``uint8`` image (what :func:`render_figure` returns) encoded as PNG; a low
     ``compress_level`` is faster, a high one smaller.

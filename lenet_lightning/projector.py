@@ -565,6 +565,91 @@ def listed_embeddings(run_dir: str | Path) -> list[str]:
     return [info.tensor_name for info in _read_config(Path(run_dir) / CONFIG_FILENAME).embeddings]
 
 
+@dataclass(frozen=True)
+class StoredEmbedding:
+    """One embedding read back from a run folder, as :func:`write_embedding` and
+    :func:`write_bookmarks` left it.
+
+    Args:
+        info: Its ``EmbeddingInfo`` in the run's config.
+        tensor: ``(N, D)`` float32.
+        metadata: Column name to ``N`` strings; one column without a header is ``"label"``;
+            empty without metadata.
+        layouts: The ``(N, 2)`` layout of each bookmark that shows one (``custom`` projections), in order.
+    """
+
+    info: EmbeddingInfo
+    tensor: np.ndarray
+    metadata: dict[str, list[str]]
+    layouts: list[np.ndarray]
+
+
+def read_config(run_dir: str | Path) -> ProjectorConfig:
+    """The ``ProjectorConfig`` of ``run_dir`` (empty when it has none yet).
+
+    Raises:
+        ValueError: If the config cannot be parsed.
+    """
+    return _read_config(Path(run_dir) / CONFIG_FILENAME)
+
+
+def read_embedding(run_dir: str | Path, tag: str, *, tensor: bool = True) -> StoredEmbedding:
+    """Reads the embedding ``tag`` back from ``run_dir``: the one reader of this package's entries,
+    used by the run-folder results, the benchmarks and the tests.
+
+    Args:
+        run_dir: The run folder holding ``projector_config.pbtxt``.
+        tag: The embedding's tag (its :func:`safe_tag` is looked up).
+        tensor: ``False`` skips the tensor file (an empty ``(0, D)`` array is returned), for
+            readers that need the metadata or layouts only.
+
+    Raises:
+        ValueError: The config does not list ``tag``, or a file it lists is missing or malformed
+            (the message names the file).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     _ = write_embedding(run_dir, "fc2", np.eye(2, 3) + 0.5, {"label": ["a", "b"], "index": [4, 9]})
+        ...     _ = write_bookmarks(run_dir, "fc2", [layout_bookmark(np.eye(2), "view")])
+        ...     stored = read_embedding(run_dir, "fc2")
+        >>> stored.tensor.shape, stored.metadata["index"], stored.layouts[0].tolist()
+        ((2, 3), ['4', '9'], [[1.0, 0.0], [0.0, 1.0]])
+    """
+    root = Path(run_dir)
+    name = safe_tag(tag)
+    info = next((entry for entry in read_config(root).embeddings if entry.tensor_name == name), None)
+    if info is None:
+        raise ValueError(f"Expected {root / CONFIG_FILENAME} to list the embedding {name!r}, but it does not.")
+    shape = tuple(int(side) for side in info.tensor_shape)
+    path = root / info.tensor_path
+    try:
+        if not tensor:
+            values = np.zeros((0, shape[1] if len(shape) == 2 else 0), np.float32)
+        elif path.suffix == ".bytes":
+            values = np.fromfile(path, dtype="<f4").reshape(shape).astype(np.float32)
+        else:
+            values = np.loadtxt(path, delimiter="\t", ndmin=2, dtype=np.float32)
+        metadata: dict[str, list[str]] = {}
+        if info.metadata_path:
+            lines = (root / info.metadata_path).read_text(encoding="utf-8").splitlines()
+            if lines and "\t" in lines[0]:
+                header, *rows = [line.split("\t") for line in lines]
+                metadata = {column: [row[i] for row in rows] for i, column in enumerate(header)}
+            else:
+                metadata = {"label": lines}
+        layouts = []
+        if info.bookmarks_path:
+            for state in json.loads((root / info.bookmarks_path).read_text(encoding="utf-8")):
+                if state.get("selectedProjection") == "custom" and state.get("projections"):
+                    layouts.append(np.array([[p["linear-x"], p["linear-y"]] for p in state["projections"]]))
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise ValueError(f"Expected the embedding {name!r} in {root} to be readable, but got: {err}") from err
+    if tensor and values.shape != shape:
+        raise ValueError(f"Expected {path} to hold a {shape} tensor, but got {values.shape}.")
+    return StoredEmbedding(info, values, metadata, layouts)
+
+
 def _read_config(config_path: Path) -> ProjectorConfig:
     """The config at ``config_path``; empty if there is none yet."""
     config = ProjectorConfig()

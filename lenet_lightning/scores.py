@@ -21,6 +21,7 @@ def separation_scores(
     labels: np.ndarray,
     *,
     n_neighbors: int = 5,
+    silhouette: bool = True,
 ) -> dict[str, float]:
     """Numbers for how well one capture separates by class.
 
@@ -43,6 +44,7 @@ def separation_scores(
         layout: ``(N, 2)`` t-SNE layout of ``features``, or ``None``.
         labels: ``(N,)`` class labels.
         n_neighbors: Neighbours for ``knn_acc_2d`` and ``trustworthiness``.
+        silhouette: ``False`` leaves the silhouette out (a capture whose silhouette is known).
 
     Returns:
         ``{"silhouette": ...}`` plus ``knn_acc_2d`` and ``trustworthiness`` when ``layout`` is
@@ -68,7 +70,7 @@ def separation_scores(
         raise ValueError(f"Expected `n_neighbors` to be a positive integer, but got {n_neighbors}.")
     _, classes = np.unique(labels, return_inverse=True)  # (N,) in 0..C-1
     n_classes = int(classes.max()) + 1
-    with_silhouette = 2 <= n_classes < n_samples  # scikit-learn's condition for a silhouette
+    with_silhouette = silhouette and 2 <= n_classes < n_samples  # scikit-learn's condition for a silhouette
     if layout is None:
         silhouette, _ = _feature_space_scores(features, classes if with_silhouette else None, None)
         return {"silhouette": silhouette}

@@ -63,8 +63,8 @@ def test_embedding_projector_rejects_bad_arguments(kwargs, match):
 )
 def test_embedding_projector_schedule(schedule, expected):
     callback = EmbeddingProjector(every_n_train_steps=10, schedule=schedule)
-    assert [step for step in range(0, 85) if callback._due(step)] == expected
-    assert not any(EmbeddingProjector(every_n_train_steps=0)._due(step) for step in range(50))
+    assert [step for step in range(0, 85) if callback.is_capture_step(step)] == expected
+    assert not any(EmbeddingProjector(every_n_train_steps=0).is_capture_step(step) for step in range(50))
 
 
 def test_embedding_projector_missing_layer_fails_at_setup_listing_layers(tmp_path):
@@ -131,14 +131,15 @@ def test_embedding_projector_disabled_writes_nothing(tmp_path):
 
 
 def test_embedding_projector_probe_is_stratified_and_fixed(tmp_path):
-    callback = EmbeddingProjector(every_n_train_steps=0, num_samples=100, tsne=False)
-    fit(tmp_path, callback, max_steps=1)
-    again = EmbeddingProjector(every_n_train_steps=0, num_samples=100, tsne=False)
-    fit(tmp_path / "again", again, max_steps=1)
-    np.testing.assert_array_equal(callback._probe.index, again._probe.index)
+    fit(tmp_path, EmbeddingProjector(every_n_train_steps=0, num_samples=100, tsne=False), max_steps=1)
+    fit(tmp_path / "again", EmbeddingProjector(every_n_train_steps=0, num_samples=100, tsne=False), max_steps=1)
+    index = [np.array([int(row[-1]) for row in read_projector(folder)[f"fc2_step{step:07d}"][1][1:]])
+             for folder in (tmp_path / "run", tmp_path / "again" / "run") for step in (0, 1)]
+    for other in index[1:]:
+        np.testing.assert_array_equal(index[0], other)
     labels = LeNetDataModule("digits", val_size=0.15, seed=0)
     labels.setup("fit")
-    counts = np.bincount(labels.split_tensors("val")[1].numpy()[callback._probe.index], minlength=10)
+    counts = np.bincount(labels.split_tensors("val")[1].numpy()[index[0]], minlength=10)
     assert counts.min() >= 9 and counts.max() <= 11
 
 
@@ -169,20 +170,36 @@ def test_embedding_projector_nan_embeddings_are_never_written(tmp_path):
 
 def test_embedding_projector_state_round_trips_through_checkpoint(tmp_path):
     callback = EmbeddingProjector(every_n_train_steps=5, num_samples=50, perplexity=5)
-    trainer, _, _ = fit(tmp_path, callback, max_steps=10)
+    trainer, _, run_dir = fit(tmp_path, callback, max_steps=10)
     path = tmp_path / "state.ckpt"
     trainer.save_checkpoint(path)
     state = torch.load(path, weights_only=True)["callbacks"][callback.state_key]
-    assert state["captured"] == [[0, "fit"], [5, "fit"], [10, "fit"]] and state["pending"] == []
-    assert [row["step"] for row in state["rows"]] == [0, 5, 10]
-    np.testing.assert_array_equal(state["probe_index"].numpy(), callback._probe.index)
-    assert state["layouts"][-1][:2] == [10, "fit"]
-    np.testing.assert_array_equal(state["layouts"][-1][2].numpy(), callback._series.layouts[(10, "fit")])
-    # Loaded before its probe set is drawn, the state is kept as it came: saved again, it is the same.
-    restored = EmbeddingProjector(every_n_train_steps=5, num_samples=50)
+    # What the run folder cannot give back, and nothing else: the rows and maps are on disk.
+    assert sorted(state) == ["layer", "layout", "layout_step", "pending", "probe_index", "split", "split_size",
+                             "version"]
+    assert (state["layer"], state["split"], state["split_size"], state["pending"]) == ("fc2", "val", 216, [])
+    stored = projector_module.read_embedding(run_dir, "fc2_step0000010")
+    np.testing.assert_array_equal(state["probe_index"].numpy(), [int(i) for i in stored.metadata["index"]])
+    assert state["layout_step"] == 10
+    np.testing.assert_array_equal(state["layout"].numpy(), stored.layouts[0])
+    restored = EmbeddingProjector(every_n_train_steps=5, num_samples=50, perplexity=5)
+    fit(tmp_path / "resumed", restored, max_steps=0)  # set up on the same data
     restored.load_state_dict(state)
-    saved = restored.state_dict()
-    assert saved.keys() == state.keys() and all(saved[key] is state[key] for key in state)
+    again = restored.state_dict()
+    assert again["layout_step"] == 10 and torch.equal(again["layout"], state["layout"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("version", 7), ("version", "3"), ("probe_index", [1, 2]), ("split_size", None), ("layer", 2),
+     ("pending", "none"), ("layout_step", 1.5)],
+)
+def test_embedding_projector_damaged_checkpoint_state_names_the_field(tmp_path, field, value):
+    callback = EmbeddingProjector(every_n_train_steps=0, num_samples=50, tsne=False)
+    fit(tmp_path, callback, max_steps=1)
+    state = {**callback.state_dict(), field: value}
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        callback.load_state_dict(state)
 
 
 def test_embedding_projector_layer_outside_forward_fails_before_training(tmp_path):
@@ -231,7 +248,7 @@ def test_embedding_projector_mismatched_checkpoint_probe_starts_a_new_series(tmp
     mismatch = r"probe set \(50 of 216 val inputs, layer 'fc2'\) is not this one.*num_samples=80"
     with pytest.warns(UserWarning, match=mismatch):
         other.load_state_dict(state)
-    assert len(other._probe.index) == 80 and (5, "fit") not in other._series.captured
+    assert len(other.state_dict()["probe_index"]) == 80 and other.state_dict()["layout"] is None
 
 
 def test_embedding_projector_without_logger_writes_each_run_apart(tmp_path):
@@ -263,13 +280,16 @@ def test_embedding_projector_bookmarks_each_capture_and_logs_its_plots_as_images
     config = text_format.Parse((run_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
     bookmarked = {e.tensor_name: e.bookmarks_path for e in config.embeddings if e.bookmarks_path}
     assert list(bookmarked) == ["fc2_step0000000", "fc2_step0000010", "fc2_step0000020"]
-    for tag, path in bookmarked.items():
+    layouts = []
+    for path in bookmarked.values():
         (state,) = json.loads((run_dir / path).read_text())
         # The offline layout, the one drawn in tsne_<tag>.svg, coloured by the class column.
-        layout = [[p["linear-x"], p["linear-y"]] for p in state["projections"]]
-        np.testing.assert_array_equal(np.array(layout), callback._series.layouts[(int(tag[-7:]), "fit")])
+        layouts.append(np.array([[p["linear-x"], p["linear-y"]] for p in state["projections"]]))
+        assert layouts[-1].shape == (100, 2) and np.isfinite(layouts[-1]).all()
         assert state["selectedProjection"] == "custom" and state["selectedColorOptionName"] == "label"
         assert state["dataSetDimensions"] == [100, 10]
+    np.testing.assert_array_equal(layouts[-1], callback.state_dict()["layout"].numpy())  # the newest map
+    assert not np.array_equal(layouts[0], layouts[1])
     plots = run_dir / "embeddings"
     assert sorted(p.name for p in plots.glob("*.svg")) == [
         "class_vectors.svg", "tsne_evolution.svg", "tsne_fc2_step0000000.svg", "tsne_fc2_step0000010.svg",
@@ -447,7 +467,7 @@ def test_embedding_projector_state_dict_saves_queued_captures_which_a_resume_ana
     trainer.fit(LeNetClassifier(lr=1e-3), LeNetDataModule("digits", batch_size=32, val_size=0.15, seed=0))
     state = torch.load(path, weights_only=True)["callbacks"][first.state_key]
     # Saving waited for nothing and recorded nothing: the two captures went into the checkpoint as they were.
-    assert state["rows"] == [] and state["layouts"] == []
+    assert state["layout"] is None
     assert [(p["step"], p["stage"], tuple(p["features"].shape)) for p in state["pending"]] == [
         (0, "fit", (40, 10)), (5, "fit", (40, 10))]
 
@@ -544,7 +564,7 @@ def test_embedding_projector_captures_faster_than_their_maps_all_end_complete_an
     assert all(row["silhouette"] and row["knn_acc_2d"] and row["trustworthiness"] for row in rows)
     for step in steps:
         assert (run_dir / "embeddings" / f"tsne_fc2_step{step:07d}.png").is_file()
-    assert sorted(callback._series.layouts) == [(step, "fit") for step in steps]
+    assert all(projector_module.read_embedding(run_dir, f"fc2_step{step:07d}").layouts for step in steps)
     assert titles == [f"step {step}" for step in steps]
     assert (run_dir / "embeddings" / "tsne_evolution.png").is_file()
     # TensorBoard got each scalar and map once per capture, in step order (its loader drops the
@@ -560,14 +580,18 @@ def test_embedding_projector_checkpoint_with_gaps_lists_every_unmapped_capture_a
         tmp_path, monkeypatch, held_tsne):
     path = tmp_path / "mid.ckpt"
     first = EmbeddingProjector(every_n_train_steps=1, num_samples=30, perplexity=5)
+    scores = tmp_path / "first" / "run" / "embeddings" / "separation.csv"
+    early = []  # the CSV as it was when the checkpoint was saved
     fit(tmp_path / "first", first, max_steps=6, limit_val_batches=0,
-        callbacks_after=[ReleaseAtStep(held_tsne, 5, then=lambda trainer: trainer.save_checkpoint(path))])
+        callbacks_after=[ReleaseAtStep(held_tsne, 5, then=lambda trainer: (
+            trainer.save_checkpoint(path), early.extend(read_csv(scores) if scores.is_file() else [])))])
     state = torch.load(path, weights_only=True)["callbacks"][first.state_key]
     # Saved while every map was held: all six captures are pending, in step order; only gaps
     # (1, 2 and 3) can have a row yet, with their silhouette and no 2-D score.
-    assert [p["step"] for p in state["pending"]] == [0, 1, 2, 3, 4, 5]
-    assert {row["step"] for row in state["rows"]} <= {1, 2, 3} and state["layouts"] == []
-    assert all(row["silhouette"] is not None and "knn_acc_2d" not in row for row in state["rows"])
+    assert [p["step"] for p in state["pending"]] == [0, 1, 2, 3, 4, 5] and state["layout"] is None
+    # Only gaps (1, 2 and 3) can have a row yet, on disk, with their silhouette and no 2-D score.
+    assert {int(row["step"]) for row in early} <= {1, 2, 3}
+    assert all(row["silhouette"] and not row["knn_acc_2d"] for row in early)
 
     held_tsne.set()  # from now on the real t-SNE
     resumed = EmbeddingProjector(every_n_train_steps=1, num_samples=30, perplexity=5)
@@ -575,7 +599,5 @@ def test_embedding_projector_checkpoint_with_gaps_lists_every_unmapped_capture_a
     rows = read_csv(run_dir / "embeddings" / "separation.csv")
     assert [int(row["step"]) for row in rows] == list(range(9)) and all(row["knn_acc_2d"] for row in rows)
     assert [step for step, _ in read_scalars(run_dir, "embeddings/knn_acc_2d")] == list(range(9))
-    # A silhouette restored with its row is not logged again.
-    restored = {row["step"] for row in state["rows"]}
-    assert [step for step, _ in read_scalars(run_dir, "embeddings/silhouette")] == [
-        step for step in range(9) if step not in restored]
+    # A new run folder: each capture's silhouette once, in step order.
+    assert [step for step, _ in read_scalars(run_dir, "embeddings/silhouette")] == list(range(9))

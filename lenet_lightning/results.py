@@ -1,0 +1,321 @@
+"""A series' end-of-series results, made from what the run wrote in its folder, and nothing else.
+
+The run folder is the source of truth: each capture's Projector entry (tensor, metadata, bookmark
+with its t-SNE layout) and ``separation.csv``. :func:`write_series_results` reads them back and
+writes what a series ends with: a complete CSV (rows a killed run never wrote are computed), a map
+for every capture that has none, the evolution image and the class-vector figure. The callback calls
+it at the end of fit, validate and test; a resumed run, a killed run and a run of an older version
+all end through it, and ``lenet-lightning report`` calls it on any run folder. No Lightning here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from lenet_lightning import plots, projector, tsne
+from lenet_lightning.analysis import nearest_layout
+from lenet_lightning.atomic import write_atomically
+from lenet_lightning.scores import separation_scores
+
+SCORE_COLUMNS = ("tag", "step", "stage", "probe_acc", "silhouette", "knn_acc_2d", "trustworthiness")
+FEATURE_SCORES = ("probe_acc", "silhouette")  # known without a 2-D map: a gap has them at once
+MAP_SCORES = ("knn_acc_2d", "trustworthiness")
+DEFAULT_LAYER = "fc2"
+SERIES_FILE = "series_{layer}.json"  # in <run_dir>/projector/: what a series is, for readers of the folder
+_TAG = re.compile(r"(?P<layer>.+?)_(?:(?P<stage>validate|test)_)?step(?P<step>\d{7})")
+
+
+class Writer(Protocol):
+    """Where a series' TensorBoard values go: the Lightning callback passes its loggers' writers; a
+    run folder read offline passes none."""
+
+    def add_scalars(self, values: Mapping[str, float], step: int) -> None: ...
+
+    def add_image(self, tag: str, encoded: bytes, step: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """What a series is, written once beside its entries (``projector/series_<layer>.json``), so
+    that its folder alone says how to finish it.
+
+    Args:
+        layer: The captured layer; its entries are ``<layer>_stepNNNNNNN`` (and ``_validate_``,
+            ``_test_``).
+        class_names: One name per class, in class-index order (the plots' colours follow it).
+        name: Names the plot folder's default and the scalars (``embeddings`` for ``fc2``).
+        plot_dir: Where plots and ``separation.csv`` go.
+        class_layer: The layer whose weight rows are the class vectors (``<class_layer>.weight_*``).
+        plot_format: ``png``, ``svg`` or ``pdf``.
+        plot_dpi: Resolution of the plots.
+        perplexity: The t-SNE perplexity of the maps.
+        seed: Seeds t-SNE.
+    """
+
+    layer: str
+    class_names: tuple[str, ...]
+    name: str
+    plot_dir: Path
+    class_layer: str = DEFAULT_LAYER
+    plot_format: str = "png"
+    plot_dpi: int = 100
+    perplexity: float = 30.0
+    seed: int = 0
+
+    @staticmethod
+    def default_name(layer: str) -> str:
+        """``embeddings`` for ``fc2``, else ``embeddings_<layer>``."""
+        return "embeddings" if layer == DEFAULT_LAYER else f"embeddings_{projector.safe_tag(layer)}"
+
+    def tag(self, step: int, stage: str) -> str:
+        """The capture's entry name: ``fc2_step0000100``, ``fc2_test_step0000100``."""
+        return f"{self.layer}_step{step:07d}" if stage == "fit" else f"{self.layer}_{stage}_step{step:07d}"
+
+    def write(self, run_dir: Path) -> None:
+        data = {"layer": self.layer, "class_names": list(self.class_names), "name": self.name,
+                "plot_dir": str(self.plot_dir), "class_layer": self.class_layer, "plot_format": self.plot_format,
+                "plot_dpi": self.plot_dpi, "perplexity": self.perplexity, "seed": self.seed}
+        text = json.dumps(data, indent=1)
+        write_atomically(_info_path(run_dir, self.layer), lambda stream: stream.write(text.encode()))
+
+    @classmethod
+    def read(cls, run_dir: Path, layer: str) -> SeriesInfo:
+        """The series' info as written, or, for a run of an older version, what its entries say
+        (class names from the class-vector entry's labels, else the labels sorted)."""
+        path = _info_path(run_dir, layer)
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{**data, "class_names": tuple(data["class_names"]), "plot_dir": Path(data["plot_dir"])})
+        name = cls.default_name(layer)
+        entries = [tag for tag in projector_tags(run_dir) if tag.startswith(f"{DEFAULT_LAYER}.weight_")]
+        if entries:
+            names = tuple(projector.read_embedding(run_dir, entries[-1], tensor=False).metadata["label"])
+        else:
+            tags = [tag for tag, _ in series_tags(run_dir, layer)]
+            labels = projector.read_embedding(run_dir, tags[-1], tensor=False).metadata["label"] if tags else []
+            names = tuple(sorted(set(labels), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v)))
+        return cls(layer, names, name, Path(run_dir) / name)
+
+
+@dataclass
+class StoredCapture:
+    """One capture as its folder holds it."""
+
+    tag: str
+    step: int
+    stage: str
+    labels: np.ndarray  # (N,) class indices
+    metadata: dict[str, list[str]]
+    layout: np.ndarray | None  # (N, 2), from its bookmark
+    features: np.ndarray | None = field(default=None, repr=False)  # (N, D), read when needed
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return self.step, self.stage
+
+    @property
+    def probe_acc(self) -> float | None:
+        correct = self.metadata.get("correct")
+        return None if correct is None else float(np.mean([value == "yes" for value in correct]))
+
+    def title(self) -> str:
+        title = f"{'' if self.stage == 'fit' else f'{self.stage}, '}step {self.step}"
+        return title if self.probe_acc is None else f"{title} · probe acc {self.probe_acc:.3f}"
+
+
+def projector_tags(run_dir: str | Path) -> list[str]:
+    """Every embedding the run folder lists, in its config's order; none without a config."""
+    return [info.tensor_name for info in projector.read_config(run_dir).embeddings]
+
+
+def series_tags(run_dir: str | Path, layer: str) -> list[tuple[str, tuple[int, str]]]:
+    """The captures of ``layer`` listed in ``run_dir``, as ``(tag, (step, stage))`` in step order."""
+    found = []
+    for tag in projector_tags(run_dir):
+        match = _TAG.fullmatch(tag)
+        if match and match["layer"] == projector.safe_tag(layer):
+            found.append((tag, (int(match["step"]), match["stage"] or "fit")))
+    return sorted(found, key=lambda item: (item[1][0], item[1][1] != "fit", item[1][1]))
+
+
+def series_layers(run_dir: str | Path) -> list[str]:
+    """The layers with captures in ``run_dir`` (class-vector entries are not a series)."""
+    layers = []
+    for tag in projector_tags(run_dir):
+        match = _TAG.fullmatch(tag)
+        if match and ".weight_" not in f"{match['layer']}_" and match["layer"] not in layers:
+            layers.append(match["layer"])
+    return layers
+
+
+def read_capture(run_dir: Path, info: SeriesInfo, tag: str, key: tuple[int, str], *, features: bool = False
+                 ) -> StoredCapture:
+    """One capture read back; ``features`` reads its tensor too."""
+    stored = projector.read_embedding(run_dir, tag, tensor=features)
+    index = {name: i for i, name in enumerate(info.class_names)}
+    labels = np.array([index[label] for label in stored.metadata["label"]], dtype=np.int64)
+    layout = stored.layouts[0] if stored.layouts else None
+    return StoredCapture(tag, key[0], key[1], labels, stored.metadata, layout,
+                         stored.tensor if features else None)
+
+
+def read_scores_csv(path: Path) -> dict[str, dict[str, str]]:
+    """``separation.csv``'s rows by tag; none when it does not exist."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as stream:
+        return {row["tag"]: row for row in csv.DictReader(stream)}
+
+
+def write_scores_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Merges ``rows`` into the CSV at ``path`` by ``tag``, value by value (a value already there
+    stays unless the new row has one), sorted by step, atomically; returns the merged rows by tag.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = Path(folder) / "s.csv"
+        ...     _ = write_scores_csv(path, [{"tag": "fc2_step0000005", "step": 5, "silhouette": 0.5}])
+        ...     _ = write_scores_csv(path, [{"tag": "fc2_step0000005", "step": 5, "knn_acc_2d": 0.9}])
+        ...     _ = write_scores_csv(path, [{"tag": "fc2_step0000000", "step": 0, "probe_acc": None}])
+        ...     print(path.read_text())
+        tag,step,stage,probe_acc,silhouette,knn_acc_2d,trustworthiness
+        fc2_step0000000,0,,,,,
+        fc2_step0000005,5,,,0.5,0.9,
+        <BLANKLINE>
+    """
+    merged: dict[str, dict[str, Any]] = dict(read_scores_csv(path))
+    for row in rows:
+        old = merged.get(row["tag"], {})
+        merged[row["tag"]] = {**old, **{k: v for k, v in row.items() if (v is not None and v != "") or k not in old}}
+    columns = [*SCORE_COLUMNS, *sorted({k for row in merged.values() for k in row} - set(SCORE_COLUMNS))]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", restval="")
+    writer.writeheader()
+    for row in sorted(merged.values(), key=lambda r: (int(r["step"]), r["tag"])):
+        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    write_atomically(path, lambda stream: stream.write(text.getvalue().encode()))
+    return merged
+
+
+def save_plot(info: SeriesInfo, figure: Any, name: str) -> bytes:
+    """Writes ``figure`` to the plot folder in the series' format, and returns it as PNG bytes at
+    100 dpi for TensorBoard: for PNG plots at 100 dpi, the very bytes of the file (one encode)."""
+    path = info.plot_dir / f"{name}.{info.plot_format}"
+    try:
+        png = plots.figure_png(figure, dpi=100)
+        if info.plot_format == "png" and info.plot_dpi == 100:
+            write_atomically(path, lambda stream: stream.write(png))
+        else:
+            plots.save_figure(figure, path, dpi=info.plot_dpi)
+        return png
+    finally:
+        figure.clear()
+
+
+def map_bookmark(info: SeriesInfo, step: int, tag: str, layout: np.ndarray) -> dict[str, Any]:
+    """The Projector bookmark that shows a capture's t-SNE map, coloured by class."""
+    name = f"step {step}: t-SNE of tsne_{tag}.{info.plot_format}"
+    return projector.layout_bookmark(layout, name, color_by="label", perplexity=info.perplexity)
+
+
+def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, writer: Writer | None = None,
+                         info: SeriesInfo | None = None) -> list[Path]:
+    """Finishes one series from its run folder: maps for captures that have none, a complete
+    ``separation.csv``, the evolution image of the fit's captures and the class-vector figure of
+    the newest class-vector entry; their images go to ``writer`` too.
+
+    Args:
+        run_dir: The run folder (the one holding ``projector_config.pbtxt``).
+        layer: The series' layer.
+        writer: TensorBoard's writer of the run, or ``None`` (offline).
+        info: The series' info, when the caller has it; else read from the folder.
+
+    Returns:
+        The files written.
+
+    Raises:
+        ValueError: ``run_dir`` holds no capture of ``layer``.
+    """
+    run_dir = Path(run_dir)
+    tags = series_tags(run_dir, layer)
+    if not tags:
+        raise ValueError(f"Expected {run_dir} to hold Projector entries of `layer` {layer!r}, but it holds "
+                         f"none; give the folder of a run (lightning_logs/version_N).")
+    info = info or SeriesInfo.read(run_dir, layer)
+    csv_path = info.plot_dir / "separation.csv"
+    rows = read_scores_csv(csv_path)
+    written: list[Path] = []
+    captures = [read_capture(run_dir, info, tag, key) for tag, key in tags]
+    layouts = {c.key: c.layout for c in captures if c.layout is not None}
+    new_rows = []
+    for capture in captures:
+        row = rows.get(capture.tag, {})
+        needs_map = capture.layout is None
+        if not needs_map and all(row.get(column) not in (None, "") for column in SCORE_COLUMNS[4:]):
+            continue
+        # A capture the run never finished (killed, or an older version): made now, from its entry.
+        capture.features = projector.read_embedding(run_dir, capture.tag).tensor
+        if needs_map:
+            try:
+                written.append(_make_map(run_dir, info, capture, nearest_layout(layouts, capture.key)))
+                layouts[capture.key] = capture.layout
+            except Exception as err:  # one capture's map is lost, not the series' results
+                warnings.warn(f"EmbeddingProjector: no map for {capture.tag} ({type(err).__name__}: {err}).",
+                              UserWarning, stacklevel=2)
+        scores = separation_scores(capture.features, capture.layout, capture.labels)
+        new_rows.append({"tag": capture.tag, "step": capture.step, "stage": capture.stage,
+                         "probe_acc": capture.probe_acc, **scores})
+        capture.features = None
+    if new_rows or not csv_path.is_file():
+        write_scores_csv(csv_path, new_rows)
+        written.append(csv_path)
+    fit = [c for c in captures if c.stage == "fit" and c.layout is not None]
+    if fit:
+        figure = plots.plot_evolution([c.layout for c in fit], fit[0].labels, info.class_names,
+                                      [f"step {c.step}" for c in fit])
+        written.append(_figure(info, writer, figure, "tsne_evolution", fit[-1].step))
+    vectors = [tag for tag in projector_tags(run_dir) if tag.startswith(f"{projector.safe_tag(info.class_layer)}"
+                                                                           f".weight_")]
+    vectors = [tag for tag in vectors if _TAG.fullmatch(tag.replace(".weight", ""))]
+    if vectors:
+        newest = max(vectors, key=lambda tag: int(tag[-7:]))
+        weight = projector.read_embedding(run_dir, newest).tensor  # (C, D)
+        if not np.linalg.norm(weight, axis=1).all():  # a NaN row was written as zeros (see write_embedding)
+            raise ValueError(f"Expected the class vectors of {newest} to be finite and non-zero, but a row is "
+                             "zero: the weights were not finite when captured")
+        figure = plots.plot_class_vectors(weight, info.class_names)
+        written.append(_figure(info, writer, figure, "class_vectors", int(newest[-7:])))
+    return written
+
+
+def _make_map(run_dir: Path, info: SeriesInfo, capture: StoredCapture, init: np.ndarray | None) -> Path:
+    """t-SNE of a capture that has no map, warm-started from its nearest neighbour's; its bookmark and plot."""
+    assert capture.features is not None
+    perplexity = tsne.effective_perplexity(len(capture.labels), info.perplexity)
+    capture.layout = tsne.embed_2d(capture.features, init=init, perplexity=perplexity, seed=info.seed)
+    projector.write_bookmarks(run_dir, capture.tag, [map_bookmark(info, capture.step, capture.tag, capture.layout)])
+    figure = plots.plot_embedding(capture.layout, capture.labels, info.class_names, title=capture.title())
+    save_plot(info, figure, f"tsne_{capture.tag}")
+    return info.plot_dir / f"tsne_{capture.tag}.{info.plot_format}"
+
+
+def _figure(info: SeriesInfo, writer: Writer | None, figure: Any, name: str, step: int) -> Path:
+    png = save_plot(info, figure, name)
+    if writer is not None:
+        writer.add_image(f"{info.name}/{name}", png, step)
+    return info.plot_dir / f"{name}.{info.plot_format}"
+
+
+def _info_path(run_dir: Path, layer: str) -> Path:
+    return Path(run_dir) / projector.ASSETS_DIRNAME / SERIES_FILE.format(layer=projector.safe_tag(layer))
