@@ -152,11 +152,14 @@ def test_cli_resume_into_same_log_directory_continues_the_series(tmp_path):
     steps = [int(row["step"]) for row in read_csv(run_dir / "embeddings" / "separation.csv")]
     assert steps == [0, 20, 39, 40, 60, 78]
     assert (run_dir / "config.yaml").is_file() and (run_dir / "config_1.yaml").is_file()
-    # The resumed run's state holds the whole series up to its last checkpoint (saved at step 78,
-    # before the end-of-fit capture), the earlier run's last capture included, re-taken at resume.
+    # The resumed run's last checkpoint (saved at step 78, after validation mapped what was queued,
+    # before the end-of-fit capture) holds the newest map, which the next resume starts from; the
+    # series itself is on disk, every capture with its bookmark.
     callbacks = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
     state = callbacks["EmbeddingProjector{'layer': 'fc2'}"]
-    assert [(step, stage) for step, stage, _ in state["layouts"]] == [(s, "fit") for s in (0, 20, 39, 40, 60)]
+    assert state["layout_step"] == 60 and state["pending"] == []
+    config = (run_dir / "projector_config.pbtxt").read_text()
+    assert config.count('bookmarks_path: "projector/fc2_step') == 6
     assert (run_dir / "embeddings" / "tsne_evolution.png").is_file()
 
 
