@@ -324,7 +324,7 @@ def class_geometry(
     number of classes present, every number is over those (``class_weight``'s rows of absent
     classes are left out; a prediction of an absent class counts as a disagreement). With fewer
     than 2 classes present, or all class means equal, the numbers other than ``ncc_agreement``
-    are ``nan``.
+    are ``nan``; so is ``self_duality`` for a zero or non-finite ``class_weight``.
 
     Args:
         features: ``(N, D)`` activations of the captured layer; non-finite values count as 0
@@ -448,6 +448,7 @@ def change_scores(
         >>> list(scores), scores["knn_overlap_prev"], scores["cka_first"] > 0.95
         (['cka_prev', 'cka_first', 'knn_overlap_prev'], 1.0, True)
     """
+    _check_k(k)
     x = _centred(features, "features")
     own = _frobenius_cross(x, x)
     result: dict[str, float] = {}
@@ -676,15 +677,19 @@ def _frobenius_cross(a: np.ndarray, b: np.ndarray) -> float:
 
 def _knn_overlap(x: np.ndarray, y: np.ndarray, k: int) -> float:
     """:func:`knn_overlap` of centred float64 ``x`` and ``y`` with the same ``N``."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"Expected `k` to be a positive integer, but got {k!r}.")
-    k = min(int(k), x.shape[0] - 1)
+    k = min(_check_k(k), x.shape[0] - 1)
     ours, theirs = _neighbours(x, k), np.sort(_neighbours(y, k), axis=1)  # (N, k) each
     # Each row's shared indices: is each index of `ours` in the same row of `theirs` (sorted)?
     rows = np.arange(len(ours))[:, None]  # (N, 1)
     position = np.minimum(_searchsorted_rows(theirs, ours), k - 1)  # (N, k)
     shared = theirs[rows, position] == ours  # (N, k)
     return float(shared.sum() / shared.size)
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"Expected `k` to be a positive integer, but got {k!r}.")
+    return int(k)
 
 
 def _searchsorted_rows(sorted_rows: np.ndarray, values: np.ndarray) -> np.ndarray:

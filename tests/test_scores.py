@@ -314,6 +314,32 @@ def test_knn_overlap_memory_stays_far_below_a_distance_matrix(dim):
     assert peak < 8 * n * n / 20
 
 
+def test_linear_cka_and_cka_matrix_in_gram_form_hold_one_block_not_the_gram(monkeypatch):
+    # N < D: the Gram form. Its N x N Gram matrices are 8 MB each here; a block is 1 MB.
+    monkeypatch.setattr(scoring, "SCORE_BLOCK_BYTES", 2**20)
+    rng = np.random.default_rng(19)
+    n, dim = 1000, 2500
+    assert scoring._uses_gram(n, dim, dim)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    y = x + rng.normal(size=(n, dim)).astype(np.float32)
+    expected = hsic_cka(x, y)
+    for fn in (lambda: linear_cka(x, y), lambda: cka_matrix([x, y])[0, 1]):
+        tracemalloc.start()
+        try:
+            value = fn()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert value == pytest.approx(expected, rel=1e-9)
+        # The two float64 copies, isfinite's boolean mask, a block or two: no 8 MB Gram.
+        assert peak < 2 * 8 * n * dim + n * dim + 3 * 2**20
+
+
+def test_change_scores_reject_a_bad_k_without_a_previous_capture():
+    with pytest.raises(ValueError, match="`k` to be a positive integer"):
+        change_scores(np.zeros((5, 2)), k=0)
+
+
 def nc1_reference(features, labels):
     """tr(S_W S_B^+) / K as in Papyan, Han and Donoho's code: S_W summed class by class, S_B from
     the centred means, its pseudo-inverse from the top K - 1 eigenpairs (scipy's svds)."""
