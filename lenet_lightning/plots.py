@@ -1,4 +1,4 @@
-"""Figures of t-SNE layouts and of the ``fc2`` class vectors.
+"""Figures of t-SNE layouts, of the ``fc2`` class vectors, and of how the representation changes.
 
 Every function builds a :class:`matplotlib.figure.Figure` directly, never through pyplot: no
 global state, no GUI backend, safe in the projector callback's background thread. Plot functions
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
@@ -435,3 +436,182 @@ def _plot_pca(ax: Axes, weight: np.ndarray, class_names: Sequence[str]) -> None:
     ax.set_xlabel(f"PC1 ({variance[0]:.0%} of variance)")
     ax.set_ylabel(f"PC2 ({variance[1] if len(variance) > 1 else 0.0:.0%} of variance)")
     ax.set_title("class vectors, exact 2-D PCA projection")
+
+
+# How the representation changes: the capture-by-capture CKA heatmap and the dynamics figure.
+MAX_STEP_TICKS = 12  # step labels per axis of the CKA heatmap; more captures get every n-th
+ANNOTATE_CKA_UP_TO = 12  # captures up to which every heatmap cell shows its value
+DYNAMICS_LINES = {  # column -> (legend label, colour) of the upper panel of plot_dynamics
+    "probe_acc": ("probe accuracy", "#1f77b4"),
+    "cka_prev": ("CKA to previous capture", "#ff7f0e"),
+    "knn_overlap_prev": ("k-NN overlap with previous", "#2ca02c"),
+    "cka_final": ("CKA to final capture", "#9467bd"),
+}
+
+
+def plot_cka_matrix(
+    steps: Sequence[int],
+    matrix: np.ndarray,
+    *,
+    title: str = "",
+    ax: Axes | None = None,
+) -> Figure:
+    """Draws linear CKA between every pair of captures as a heatmap, captures in step order.
+
+    Cell ``(i, j)`` is the CKA of captures ``i`` and ``j`` (``scores.cka_matrix``), on a fixed
+    0-1 colour scale so figures of different runs compare: a bright block in the lower right is
+    a representation that stopped changing, a dark first row one that moved far from its start.
+    Up to ``ANNOTATE_CKA_UP_TO`` captures every cell shows its value; beyond that the step labels
+    are thinned to at most ``MAX_STEP_TICKS`` per axis (the first and last always shown).
+    ``nan`` cells (a constant capture) are grey.
+
+    Args:
+        steps: Training step of each capture.
+        matrix: ``(C, C)`` CKA matrix, ``C = len(steps)``.
+        title: Axes title, e.g. the series name; ``"linear CKA between captures"`` when empty.
+        ax: Axes to draw into; a new figure when ``None``.
+
+    Returns:
+        The figure that holds the heatmap (and its colour bar).
+
+    Raises:
+        ValueError: If there are no steps or ``matrix`` is not ``(C, C)``.
+
+    Example:
+        >>> fig = plot_cka_matrix([0, 100, 200], np.array([[1, .5, .4], [.5, 1, .9], [.4, .9, 1]]))
+        >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        ['0', '100', '200']
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    n_captures = len(steps)
+    if n_captures == 0:
+        raise ValueError("Expected `steps` to hold at least one step, but got none.")
+    if matrix.shape != (n_captures, n_captures):
+        raise ValueError(
+            f"Expected `matrix` to have shape ({n_captures}, {n_captures}), one row and column per step, "
+            f"but got {matrix.shape}."
+        )
+    if ax is None:
+        side = float(np.clip(3.0 + 0.45 * n_captures, 4.5, 7.5))
+        ax = Figure(figsize=(side + 1.2, side), layout="constrained").add_subplot()
+    cmap = colormaps["viridis"].with_extremes(bad="0.8")
+    image = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    if n_captures <= ANNOTATE_CKA_UP_TO:
+        for row in range(n_captures):
+            for col in range(n_captures):
+                value = matrix[row, col]
+                ax.text(col, row, "" if np.isnan(value) else f"{value:.2f}", ha="center", va="center",
+                        fontsize="x-small", color="black" if value > 0.6 else "white")
+    ticks = _thinned_ticks(n_captures, MAX_STEP_TICKS)
+    labels = [str(steps[index]) for index in ticks]
+    slanted = n_captures > 6  # long step numbers side by side overlap
+    ax.set_xticks(ticks, labels=labels, rotation=45 if slanted else 0, ha="right" if slanted else "center",
+                  fontsize="small")
+    ax.set_yticks(ticks, labels=labels, fontsize="small")
+    ax.set_xlabel("step")
+    ax.set_ylabel("step")
+    ax.set_title(title or "linear CKA between captures")
+    _root_figure(ax).colorbar(image, ax=ax, shrink=0.8, label="linear CKA")
+    return _root_figure(ax)
+
+
+def plot_dynamics(
+    steps: Sequence[int],
+    columns: Mapping[str, Sequence[float | None]],
+    settled_step: int | None = None,
+    threshold: float = 0.95,
+    *,
+    title: str = "",
+) -> Figure:
+    """How the representation changed over the run, against the training step, in two panels.
+
+    Upper panel, in [0, 1]: the columns of ``DYNAMICS_LINES`` present in ``columns``
+    (``probe_acc``, ``cka_prev``, ``knn_overlap_prev``, ``cka_final``), with the settling
+    threshold as a dotted line. Lower panel: ``nc1`` on a log scale, its own axis because it
+    spans decades (it falls as the classes collapse onto their means). Missing values (``None``
+    or ``nan``: the first capture has no ``cka_prev``) are skipped and the line joins the points
+    either side. The settled step is a labelled vertical line in both panels; when the run did
+    not settle, the title says so. Markers shrink as captures grow, so 3 and 60 both read.
+
+    Two stacked panels with a shared step axis read better than a second y axis, so there is no
+    ``ax`` argument.
+
+    Args:
+        steps: Training step of each capture.
+        columns: Name -> one value per step; any of ``probe_acc``, ``cka_prev``,
+            ``knn_overlap_prev``, ``cka_final``, ``nc1`` (others are ignored; any may be missing,
+            e.g. ``probe_acc`` for a model without predictions).
+        settled_step: Step at which the representation settled (``scores.settled_step``), or
+            ``None`` for not settled.
+        threshold: The CKA-to-final threshold ``settled_step`` used.
+        title: Start of the figure title, e.g. the series name.
+
+    Returns:
+        A figure with two axes: the scores, then NC1.
+
+    Raises:
+        ValueError: If there are no steps or a column's length differs from ``steps``.
+
+    Example:
+        >>> fig = plot_dynamics([0, 100, 200], {"cka_prev": [None, 0.9, 0.99], "nc1": [5.0, 1.0, 0.2]},
+        ...                     settled_step=100)
+        >>> scores_ax, nc1_ax = fig.axes
+        >>> [t.get_text() for t in scores_ax.get_legend().get_texts()][:2], nc1_ax.get_yscale()
+        (['CKA to previous capture', 'threshold 0.95'], 'log')
+    """
+    n_captures = len(steps)
+    if n_captures == 0:
+        raise ValueError("Expected `steps` to hold at least one step, but got none.")
+    for name, values in columns.items():
+        if len(values) != n_captures:
+            raise ValueError(
+                f"Expected column {name!r} to have {n_captures} values, one per step, but got {len(values)}."
+            )
+    x = np.asarray(steps, dtype=np.float64)  # (C,)
+    marker_size = float(np.clip(9.0 - 1.5 * np.log2(n_captures), 2.0, 7.0))
+    fig = Figure(figsize=(8.0, 6.0), layout="constrained")
+    scores_ax, nc1_ax = fig.subplots(2, 1, sharex=True, height_ratios=(2.0, 1.0))
+    for name, (label, color) in DYNAMICS_LINES.items():
+        if name in columns:
+            values = _as_floats(columns[name])
+            shown = np.isfinite(values)
+            scores_ax.plot(x[shown], values[shown], marker="o", markersize=marker_size, linewidth=1.5,
+                           color=color, label=label)
+    scores_ax.axhline(threshold, color="0.5", linestyle=":", linewidth=1.0, label=f"threshold {threshold:g}")
+    scores_ax.set_ylim(-0.02, 1.02)
+    scores_ax.set_ylabel("score")
+    scores_ax.grid(True, color="0.92")
+    nc1 = _as_floats(columns["nc1"]) if "nc1" in columns else np.full(n_captures, np.nan)
+    shown = np.isfinite(nc1) & (nc1 > 0.0)  # a log scale shows no 0
+    nc1_ax.plot(x[shown], nc1[shown], marker="o", markersize=marker_size, linewidth=1.5, color="#d62728",
+                label="NC1")
+    nc1_ax.set_yscale("log")
+    nc1_ax.set_ylabel(r"NC1 = tr$(S_W S_B^{+})/K$")
+    nc1_ax.set_xlabel("step")
+    nc1_ax.grid(True, color="0.92", which="both")
+    if not shown.any():
+        nc1_ax.text(0.5, 0.5, "NC1 not available", transform=nc1_ax.transAxes, ha="center", va="center",
+                    color="0.5")
+    if settled_step is not None:
+        for ax in (scores_ax, nc1_ax):
+            ax.axvline(settled_step, color="black", linestyle="--", linewidth=1.2,
+                       label=f"settled at step {settled_step}")
+        status = f"settled at step {settled_step} (CKA to final ≥ {threshold:g} from there on)"
+    else:
+        status = f"not settled (CKA to final < {threshold:g} before the final capture)"
+    scores_ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize="small")
+    nc1_ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize="small")
+    scores_ax.set_title(f"{title} · {status}" if title else status, fontsize="medium")
+    return fig
+
+
+def _thinned_ticks(n: int, most: int) -> list[int]:
+    """At most ``most`` evenly spaced indices of ``range(n)``, the first and last included."""
+    if n <= most:
+        return list(range(n))
+    return np.unique(np.linspace(0, n - 1, most).round().astype(int)).tolist()
+
+
+def _as_floats(values: Sequence[float | None]) -> np.ndarray:
+    """``values`` as a float64 array with ``None`` as ``nan``."""
+    return np.array([np.nan if value is None else float(value) for value in values], dtype=np.float64)

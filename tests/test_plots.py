@@ -315,3 +315,101 @@ def test_render_figure_matches_the_saved_png_and_keeps_the_figure(tmp_path):
     save_figure(fig, tmp_path / "plot.png", dpi=60)
     saved = imread(tmp_path / "plot.png")
     assert saved.shape[:2] == image.shape[:2]
+
+
+# How the representation changes: CKA heatmap and dynamics figure, at 3 and at 60 captures.
+
+from lenet_lightning.plots import plot_cka_matrix, plot_dynamics  # noqa: E402
+
+
+def dynamics_columns(n_captures, seed=0):
+    """Made-up columns of a run that settles: scores rising to 1, NC1 falling over decades."""
+    rng = np.random.default_rng(seed)
+    rising = 1.0 - np.geomspace(0.9, 0.001, n_captures)
+    return {
+        "probe_acc": list(0.1 + 0.85 * rising),
+        "cka_prev": [None, *rising[1:]],  # the first capture has no previous one
+        "knn_overlap_prev": [float("nan"), *(0.8 * rising[1:])],
+        "cka_final": [*rising[:-1], 1.0],
+        "nc1": list(np.geomspace(30.0, 0.01, n_captures) * rng.uniform(0.9, 1.1, n_captures)),
+    }
+
+
+@pytest.mark.parametrize("n_captures", [3, 60])
+def test_plot_cka_matrix_shows_every_capture_with_thinned_step_labels(n_captures):
+    steps = [25 * i for i in range(n_captures)]
+    matrix = np.random.default_rng(0).uniform(size=(n_captures, n_captures))
+    fig = plot_cka_matrix(steps, matrix, title="fc2")
+    heatmap, colorbar = fig.axes
+    assert colorbar.get_ylabel() == "linear CKA"
+    (image,) = heatmap.get_images()
+    np.testing.assert_array_equal(np.asarray(image.get_array()), matrix)
+    assert image.get_clim() == (0.0, 1.0)
+    labels = [t.get_text() for t in heatmap.get_xticklabels()]
+    assert labels[0] == "0" and labels[-1] == str(steps[-1])
+    if n_captures == 3:
+        assert labels == ["0", "25", "50"] and len(heatmap.texts) == 9  # every cell annotated
+    else:
+        assert len(labels) <= plots.MAX_STEP_TICKS and not heatmap.texts
+    assert heatmap.get_title() == "fc2"
+    image = render_figure(fig, dpi=50)
+    assert image.std() > 0
+
+
+def test_plot_cka_matrix_draws_into_the_given_ax_and_rejects_a_bad_matrix():
+    fig = Figure()
+    left, right = fig.subplots(1, 2)
+    assert plot_cka_matrix([0, 10], np.eye(2), ax=right) is fig
+    assert right.get_images() and not left.get_images()
+    with pytest.raises(ValueError, match=r"`matrix`.*\(3, 3\).*\(2, 2\)"):
+        plot_cka_matrix([0, 10, 20], np.eye(2))
+    with pytest.raises(ValueError, match="`steps`.*none"):
+        plot_cka_matrix([], np.zeros((0, 0)))
+
+
+def line_labels(ax):
+    return [line.get_label() for line in ax.get_lines()]
+
+
+@pytest.mark.parametrize("n_captures", [3, 60])
+def test_plot_dynamics_draws_each_score_skips_missing_values_and_marks_the_settled_step(n_captures):
+    steps = [50 * i for i in range(n_captures)]
+    columns = dynamics_columns(n_captures)
+    settled = steps[-2]
+    fig = plot_dynamics(steps, columns, settled_step=settled, title="fc2")
+    scores_ax, nc1_ax = fig.axes
+    assert line_labels(scores_ax) == ["probe accuracy", "CKA to previous capture", "k-NN overlap with previous",
+                                      "CKA to final capture", "threshold 0.95", f"settled at step {settled}"]
+    lines = dict(zip(line_labels(scores_ax), scores_ax.get_lines(), strict=True))
+    assert list(lines["probe accuracy"].get_xdata()) == steps
+    assert list(lines["CKA to previous capture"].get_xdata()) == steps[1:]  # None skipped
+    assert list(lines["k-NN overlap with previous"].get_xdata()) == steps[1:]  # nan skipped
+    np.testing.assert_allclose(lines["CKA to final capture"].get_ydata(), columns["cka_final"])
+    assert list(lines["threshold 0.95"].get_ydata()) == [0.95, 0.95]
+    assert list(lines[f"settled at step {settled}"].get_xdata()) == [settled, settled]
+    assert nc1_ax.get_yscale() == "log"
+    (nc1_line, marker) = nc1_ax.get_lines()
+    np.testing.assert_allclose(nc1_line.get_ydata(), columns["nc1"])
+    assert list(marker.get_xdata()) == [settled, settled]
+    assert f"settled at step {settled}" in scores_ax.get_title() and scores_ax.get_title().startswith("fc2")
+    image = render_figure(fig, dpi=50)
+    assert image.std() > 0
+
+
+def test_plot_dynamics_not_settled_and_with_missing_columns_says_so():
+    steps = [0, 100, 200]
+    fig = plot_dynamics(steps, {"cka_prev": [None, 0.5, 0.7], "cka_final": [0.2, 0.6, 1.0]}, settled_step=None,
+                        threshold=0.9)
+    scores_ax, nc1_ax = fig.axes
+    assert line_labels(scores_ax) == ["CKA to previous capture", "CKA to final capture", "threshold 0.9"]
+    assert "not settled" in scores_ax.get_title()
+    assert line_labels(nc1_ax) == ["NC1"] and nc1_ax.get_lines()[0].get_xdata().size == 0  # no marker, no NC1
+    assert [t.get_text() for t in nc1_ax.texts] == ["NC1 not available"]
+    assert render_figure(fig, dpi=50).std() > 0
+
+
+def test_plot_dynamics_rejects_a_column_of_the_wrong_length():
+    with pytest.raises(ValueError, match=r"column 'nc1' to have 3 values.*got 2"):
+        plot_dynamics([0, 1, 2], {"nc1": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="`steps`.*none"):
+        plot_dynamics([], {})
