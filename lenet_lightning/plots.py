@@ -615,3 +615,125 @@ def _thinned_ticks(n: int, most: int) -> list[int]:
 def _as_floats(values: Sequence[float | None]) -> np.ndarray:
     """``values`` as a float64 array with ``None`` as ``nan``."""
     return np.array([np.nan if value is None else float(value) for value in values], dtype=np.float64)
+
+
+# --- per-point figures: the data map and the hardest probe images (see lenet_lightning/points.py)
+
+DATA_MAP_CMAP = "viridis"  # fraction of captures correct: dark = rarely right, yellow = always right
+
+
+def plot_data_map(
+    p_true_mean: np.ndarray,
+    p_true_std: np.ndarray,
+    fraction_correct: np.ndarray,
+    *,
+    ax: Axes | None = None,
+) -> Figure:
+    """Draws a data map (Swayamdipta et al. 2020): every point at (std, mean) of its ``p_true``.
+
+    Each point is placed at its variability (std of the probability of its true class across the
+    captures) and confidence (their mean), coloured by the fraction of captures it was correct, with a
+    colour bar. The regions of :func:`lenet_lightning.points.data_map_regions` are outlined and named
+    with their point counts: easy-to-learn (top left), hard-to-learn (bottom left, where mislabelled
+    images gather) and ambiguous (right). The rarely-correct points are drawn last, on top; marker size
+    and alpha follow :func:`scatter_style`, so 10,000 points stay readable. Points with a ``NaN`` are
+    left out.
+
+    Args:
+        p_true_mean: ``(N,)`` mean ``p_true`` of each point, in [0, 1].
+        p_true_std: ``(N,)`` its standard deviation, in [0, 0.5].
+        fraction_correct: ``(N,)`` fraction of captures at which it was predicted correctly.
+        ax: Axes to draw into; a new figure when ``None``.
+
+    Returns:
+        The figure that holds the axes (and the colour bar's).
+
+    Raises:
+        ValueError: If the three arrays are not all of one shape ``(N,)``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> fig = plot_data_map(rng.random(100), rng.random(100) / 2, rng.random(100))
+        >>> fig.axes[0].get_xlabel()
+        'variability: std of p(true class) across captures'
+    """
+    from lenet_lightning.points import AMBIGUOUS_STD, EASY_MEAN, REGIONS, data_map_regions
+
+    mean = np.asarray(p_true_mean, dtype=np.float64)
+    std = np.asarray(p_true_std, dtype=np.float64)
+    fraction = np.asarray(fraction_correct, dtype=np.float64)
+    if mean.ndim != 1 or std.shape != mean.shape or fraction.shape != mean.shape:
+        raise ValueError(f"Expected `p_true_mean`, `p_true_std` and `fraction_correct` to have one shape (N,), but "
+                         f"got {mean.shape}, {std.shape} and {fraction.shape}.")
+    keep = np.isfinite(mean) & np.isfinite(std) & np.isfinite(fraction)
+    mean, std, fraction = mean[keep], std[keep], fraction[keep]
+    if ax is None:
+        ax = Figure(figsize=(7.0, 5.6), layout="constrained").add_subplot()
+    fig = _root_figure(ax)
+    area = (ax.bbox.width * 72.0 / fig.dpi) * (ax.bbox.height * 72.0 / fig.dpi)  # pt²
+    size, alpha = scatter_style(len(mean), area)
+    order = np.argsort(-fraction, kind="stable")  # the rarely-correct last, on top
+    scatter = ax.scatter(std[order], mean[order], c=fraction[order], cmap=DATA_MAP_CMAP, vmin=0.0, vmax=1.0,
+                         s=size, alpha=alpha, linewidths=0, rasterized=len(mean) > RASTERIZE_ABOVE)
+    colorbar = fig.colorbar(scatter, ax=ax, shrink=0.85)
+    colorbar.solids.set_alpha(1.0)
+    colorbar.set_label("fraction of captures correct")
+
+    regions = data_map_regions(mean, std)
+    counts = {name: int(np.count_nonzero(regions == name)) for name in REGIONS}
+    easy, ambiguous, hard = REGIONS
+    line = {"color": "0.45", "linestyle": "--", "linewidth": 1.0, "zorder": 0}
+    ax.axvline(AMBIGUOUS_STD, **line)
+    ax.plot([0.0, AMBIGUOUS_STD], [EASY_MEAN, EASY_MEAN], **line)
+    box = {"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": "0.6", "alpha": 0.85}
+    for name, x, y, va in ((easy, AMBIGUOUS_STD / 2, EASY_MEAN + 0.03, "bottom"),
+                           (hard, AMBIGUOUS_STD / 2, EASY_MEAN - 0.03, "top"),
+                           (ambiguous, (AMBIGUOUS_STD + 0.5) / 2, 0.97, "top")):
+        ax.text(x, y, f"{name}\n{counts[name]:,} points", ha="center", va=va, fontsize="small", bbox=box)
+    ax.set_xlim(0.0, 0.5)  # the std of values in [0, 1] is at most 0.5
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("variability: std of p(true class) across captures")
+    ax.set_ylabel("confidence: mean p(true class)")
+    ax.set_title(f"data map of {len(mean):,} probe points")
+    return fig
+
+
+def plot_hardest(images: np.ndarray, titles: Sequence[str], *, max_cols: int = 10) -> Figure:
+    """Shows probe images as a grid of thumbnails, row-major, each with its title.
+
+    Args:
+        images: ``uint8`` thumbnails, grey ``(n, H, W)`` or RGB ``(n, H, W, 3)``, e.g. from
+            :func:`lenet_lightning.points.sprite_thumbnails` at :func:`lenet_lightning.points.hardest`.
+        titles: One title per image, e.g. ``"7 → 1 · p 0.02"`` (label, last prediction, mean p_true).
+        max_cols: Most thumbnails per row.
+
+    Returns:
+        A figure with one axes per image.
+
+    Raises:
+        ValueError: If there are no images, their shape or dtype is wrong, ``titles`` does not
+            match them in length, or ``max_cols < 1``.
+
+    Example:
+        >>> fig = plot_hardest(np.zeros((12, 28, 28), np.uint8), [f"{i} → 0" for i in range(12)])
+        >>> len(fig.axes), fig.axes[11].get_title()
+        (12, '11 → 0')
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)) \
+            or len(images) == 0:
+        raise ValueError(f"Expected `images` to be uint8 of shape (n, H, W) or (n, H, W, 3) with n > 0, but got "
+                         f"{images.dtype} of shape {images.shape}.")
+    if len(titles) != len(images):
+        raise ValueError(f"Expected `titles` to have {len(images)} entries, one per image, but got {len(titles)}.")
+    if isinstance(max_cols, bool) or not isinstance(max_cols, int) or max_cols < 1:
+        raise ValueError(f"Expected `max_cols` to be a positive integer, but got {max_cols!r}.")
+    n_cols = min(len(images), max_cols)
+    n_rows = -(-len(images) // n_cols)
+    fig = Figure(figsize=(1.25 * n_cols, 1.5 * n_rows), layout="constrained")
+    for index, (image, title) in enumerate(zip(images, titles, strict=True)):
+        ax = fig.add_subplot(n_rows, n_cols, index + 1)
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(str(title), fontsize="small")
+        ax.set_axis_off()
+    return fig

@@ -13,8 +13,10 @@ from lenet_lightning import plots
 from lenet_lightning.plots import (
     PLOT_FORMATS,
     plot_class_vectors,
+    plot_data_map,
     plot_embedding,
     plot_evolution,
+    plot_hardest,
     render_figure,
     save_figure,
     scatter_style,
@@ -413,3 +415,85 @@ def test_plot_dynamics_rejects_a_column_of_the_wrong_length():
         plot_dynamics([0, 1, 2], {"nc1": [1.0, 2.0]})
     with pytest.raises(ValueError, match="`steps`.*none"):
         plot_dynamics([], {})
+
+
+# --- per-point figures
+
+
+def data_map_inputs(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    mean = rng.random(n)
+    std = rng.random(n) * 0.5
+    fraction = rng.random(n)
+    return mean, std, fraction
+
+
+def test_plot_data_map_places_points_at_std_and_mean_coloured_by_fraction_correct():
+    from lenet_lightning.points import data_map_regions
+
+    mean, std, fraction = data_map_inputs()
+    mean[0] = np.nan  # a point without a finite p_true is left out
+    fig = plot_data_map(mean, std, fraction)
+    ax, colorbar_ax = fig.axes
+    (scatter,) = ax.collections
+    offsets = np.asarray(scatter.get_offsets())
+    kept = ~np.isnan(mean)
+    assert len(offsets) == kept.sum()
+    drawn = sorted(zip(offsets[:, 0], offsets[:, 1], scatter.get_array(), strict=True))
+    np.testing.assert_allclose(drawn, sorted(zip(std[kept], mean[kept], fraction[kept], strict=True)))
+    assert np.all(np.diff(scatter.get_array()) <= 0)  # the rarely-correct drawn last, on top
+    assert scatter.get_clim() == (0.0, 1.0)
+    assert colorbar_ax.get_ylabel() == "fraction of captures correct"
+    regions = data_map_regions(mean[kept], std[kept])
+    texts = [text.get_text() for text in ax.texts]
+    for name in ("easy-to-learn", "hard-to-learn", "ambiguous"):
+        assert f"{name}\n{np.count_nonzero(regions == name):,} points" in texts
+    assert ax.get_xlim() == (0.0, 0.5) and ax.get_ylim() == (0.0, 1.0)
+
+
+def test_plot_data_map_of_10k_points_uses_small_translucent_rasterized_markers():
+    mean, std, fraction = data_map_inputs(n=10_000)
+    fig = plot_data_map(mean, std, fraction)
+    (scatter,) = fig.axes[0].collections
+    assert scatter.get_sizes()[0] < 5.0 and scatter.get_alpha() < 0.8
+    assert scatter.get_rasterized()
+    render_figure(fig, dpi=40)
+
+
+def test_plot_data_map_draws_into_the_given_ax():
+    fig = Figure()
+    left, right = fig.subplots(1, 2)
+    assert plot_data_map(*data_map_inputs(), ax=right) is fig
+    assert not left.collections and right.collections
+
+
+def test_plot_data_map_rejects_arrays_of_different_shapes():
+    mean, std, fraction = data_map_inputs()
+    with pytest.raises(ValueError, match="one shape"):
+        plot_data_map(mean, std[:-1], fraction)
+
+
+@pytest.mark.parametrize("shape", [(30, 28, 28), (7, 8, 8, 3)])
+def test_plot_hardest_shows_each_image_with_its_title(shape):
+    images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    titles = [f"{i % 10} → {(i + 1) % 10}" for i in range(len(images))]
+    fig = plot_hardest(images, titles)
+    assert [ax.get_title() for ax in fig.axes] == titles
+    for ax, image in zip(fig.axes, images, strict=True):
+        np.testing.assert_array_equal(ax.images[0].get_array(), image)
+    rows = {round(ax.get_position().y0, 3) for ax in fig.axes}
+    assert len(rows) == -(-len(images) // 10)
+
+
+@pytest.mark.parametrize(
+    ("images", "titles", "match"),
+    [
+        (np.zeros((0, 4, 4), np.uint8), [], "n > 0"),
+        (np.zeros((2, 4, 4), np.float32), ["a", "b"], "uint8"),
+        (np.zeros((2, 4, 4, 2), np.uint8), ["a", "b"], "shape"),
+        (np.zeros((2, 4, 4), np.uint8), ["a"], "one per image"),
+    ],
+)
+def test_plot_hardest_rejects_bad_inputs(images, titles, match):
+    with pytest.raises(ValueError, match=match):
+        plot_hardest(images, titles)
