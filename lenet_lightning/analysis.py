@@ -69,6 +69,7 @@ class Analysis:
 
 Draw = Callable[[Capture, np.ndarray], "bytes | np.ndarray | None"]
 Reload = Callable[[CaptureKey], np.ndarray]
+Change = Callable[["Capture"], dict[str, float]]
 
 
 class BackgroundAnalysis:
@@ -96,6 +97,8 @@ class BackgroundAnalysis:
         reload: Reads a capture's features back (from its Projector entry). With it, a gap's
             features leave memory once its silhouette is known and come back when it is mapped,
             so what waits is bounded whatever the layer's size; without it they stay.
+        change: More scores of a capture, made in the worker after its map (how it differs from
+            earlier captures); what it returns joins the analysis' scores.
 
     Raises:
         ValueError: ``max_waiting`` is not an integer >= 1.
@@ -113,11 +116,12 @@ class BackgroundAnalysis:
 
     def __init__(self, perplexity: float, seed: int, draw: Draw | None = None,
                  layouts: Mapping[CaptureKey, np.ndarray] | None = None, max_waiting: int = 2,
-                 device: torch.device | str | None = None, reload: Reload | None = None) -> None:
+                 device: torch.device | str | None = None, reload: Reload | None = None,
+                 change: Change | None = None) -> None:
         if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 1:
             raise ValueError(f"Expected `max_waiting` to be an integer >= 1, but got {max_waiting!r}.")
         self.perplexity, self.seed, self.draw, self.max_waiting = perplexity, seed, draw, max_waiting
-        self.device, self.reload = device, reload
+        self.device, self.reload, self.change = device, reload, change
         self._lock = threading.Lock()  # guards the five fields below, shared with the worker
         self._layouts: dict[CaptureKey, np.ndarray] = dict(layouts or {})
         self._threads = 1
@@ -283,6 +287,8 @@ class BackgroundAnalysis:
             with threadpool_limits(limits=threads):  # the scores are BLAS products
                 scores = {**separation_scores(capture.features, layout, capture.labels,
                                               silhouette="silhouette" not in known), **known}
+                if self.change is not None:
+                    scores.update(self.change(capture))
         except Exception:  # reported by the main thread, with this traceback
             error = traceback.format_exc()
             try:

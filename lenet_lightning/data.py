@@ -205,22 +205,27 @@ class LeNetDataModule(pl.LightningDataModule):
         self.dataset, self.data_dir, self.download = dataset, Path(absolute(data_dir)), download
         self.batch_size, self.eval_batch_size, self.augment, self.seed = batch_size, eval_batch_size, augment, seed
         self.val_size = val_size
-        self.num_val = self._num_val(TRAIN_POOL_SIZES[dataset])
+        self.num_val = self._num_val(TRAIN_POOL_SIZES[dataset]) if val_size is None or isinstance(val_size, float) \
+            or dataset == "digits" else 0  # a count is checked against the folder's images, below
         self.class_names: tuple[str, ...] = CLASS_NAMES[dataset]
         self.num_classes = len(self.class_names)
         if dataset != "digits":
             files = self._find_files()
             if files is None and not download:
                 raise FileNotFoundError(missing_files_message(dataset, self._folders()))
-            for kinds in (files or {}).values():  # a truncated or corrupt file is named now, not mid-run
-                for kind, path in kinds.items():
-                    check_idx_header(path, kind)
+            shapes = {(split, kind): check_idx_header(path, kind)  # a truncated or corrupt file is named now
+                      for split, kinds in (files or {}).items() for kind, path in kinds.items()}
+            if ("train", "labels") in shapes:  # the folder's own size, not the full set's: any subset works
+                self.num_val = self._num_val(shapes[("train", "labels")][0], files["train"]["labels"].parent)
+            elif not self.num_val:  # to be downloaded: the full set
+                self.num_val = self._num_val(TRAIN_POOL_SIZES[dataset])
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.mean, self.std = 0.0, 1.0
 
-    def _num_val(self, pool: int) -> int:
-        """The validation count for a training pool of ``pool`` images, checked against it."""
+    def _num_val(self, pool: int, folder: Path | None = None) -> int:
+        """The validation count for a training pool of ``pool`` images (in ``folder``, when read from
+        one), checked against it: both parts must hold every class (the split is stratified)."""
         value = self.val_size if self.val_size is not None else 1 / 12
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"Expected `val_size` to be a count or a fraction, but got {value!r}.")
@@ -229,10 +234,15 @@ class LeNetDataModule(pl.LightningDataModule):
                 raise ValueError(f"Expected a fractional `val_size` to be in (0, 1), but got {value}.")
             value = round(value * pool)
         value = int(value)
-        if not 1 <= value < pool:
+        where = f"{self.dataset}" if folder is None else f"{self.dataset} files in {folder}"
+        classes = len(CLASS_NAMES[self.dataset])
+        if pool < 2 * classes:
+            raise ValueError(f"Expected at least {2 * classes} training images ({classes} classes, split stratified "
+                             f"into training and validation) in the {where}, but found {pool}; use a larger folder.")
+        if not classes <= value <= pool - classes:
             raise ValueError(
-                f"Expected `val_size` to leave training images in the {pool} of {self.dataset}, "
-                f"but got {self.val_size}: choose 1 to {pool - 1} or a fraction."
+                f"Expected `val_size` to leave training images of every class in the {pool} of the {where}, "
+                f"but got {self.val_size} ({value} images): choose {classes} to {pool - classes}, or a fraction."
             )
         return value
 
@@ -293,9 +303,6 @@ class LeNetDataModule(pl.LightningDataModule):
                     f"Corrupt {self.dataset} {split} split in {files[split]['images'].parent}: "
                     f"{len(images)} images but {len(labels)} labels."
                 )
-        if self.num_val >= len(arrays[1]):
-            raise ValueError(f"Expected `val_size` to be below the {len(arrays[1])} training images, "
-                             f"but got {self.val_size}.")
         return arrays[0], arrays[1], arrays[2], arrays[3]
 
     def split_tensors(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:

@@ -88,6 +88,8 @@ class EmbeddingProjector(Callback):
             instead of ``split``'s data.
         plot_format: File format of the plots: ``"png"``, ``"svg"`` or ``"pdf"`` (for papers and slides).
         plot_dpi: Resolution of the plots, in dots per inch.
+        settle_threshold: The representation has settled at the first capture from which its linear
+            CKA to the final capture stays at or above this (said at the end of fit).
 
     Raises:
         ValueError: An argument is out of range (at construction), ``layer`` names no submodule of
@@ -117,6 +119,7 @@ class EmbeddingProjector(Callback):
         dataset: Dataset | None = None,
         plot_format: plots.PlotFormat = "png",
         plot_dpi: int = 100,
+        settle_threshold: float = 0.95,
     ) -> None:
         super().__init__()
         _check_int("every_n_train_steps", every_n_train_steps, minimum=0)
@@ -133,6 +136,9 @@ class EmbeddingProjector(Callback):
         if isinstance(perplexity, bool) or not (isinstance(perplexity, (int, float)) and math.isfinite(perplexity)
                                                 and perplexity > 0):
             raise ValueError(f"Expected `perplexity` to be a positive number, but got {perplexity!r}.")
+        if isinstance(settle_threshold, bool) or not isinstance(settle_threshold, (int, float)) or \
+                not 0 < settle_threshold <= 1:
+            raise ValueError(f"Expected `settle_threshold` to be a number in (0, 1], but got {settle_threshold!r}.")
         if dataset is not None and not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"Expected `dataset` to be a map-style dataset of (input, target) pairs, "
                             f"but got {type(dataset).__name__}.")
@@ -141,7 +147,7 @@ class EmbeddingProjector(Callback):
         self.num_samples, self.split, self.seed = num_samples, split, seed
         self.sprites, self.tsne, self.perplexity = sprites, tsne, float(perplexity)
         self.class_vectors, self.class_layer = class_vectors, class_layer
-        self.dirpath, self.dataset = dirpath, dataset
+        self.dirpath, self.dataset, self.settle_threshold = dirpath, dataset, float(settle_threshold)
         self.plot_format, self.plot_dpi = plots.check_plot_format(plot_format), plots.check_dpi(plot_dpi)
         # Names the plot folder and the scalars: `embeddings` for the default layer.
         self.name = SeriesInfo.default_name(layer)
@@ -181,10 +187,10 @@ class EmbeddingProjector(Callback):
         projector.remove_leftovers(run_dir, other)  # before this run writes there
         perplexity = tsne.effective_perplexity(len(probe.labels), self.perplexity) if self.tsne else self.perplexity
         info = SeriesInfo(self.layer, probe.class_names, self.name, plot_dir, self.class_layer, self.plot_format,
-                          self.plot_dpi, perplexity, self.seed)
+                          self.plot_dpi, perplexity, self.seed, self.settle_threshold)
         self._recorder = SeriesRecorder(run_dir, probe, info, sprites=self.sprites, writer=_LoggersWriter(trainer))
         if len(probe.labels) < self.num_samples:
-            _tell(trainer, f"EmbeddingProjector: the probe set has {len(probe.labels)} points: all of the "
+            rank_zero_info(f"EmbeddingProjector: the probe set has {len(probe.labels)} points: all of the "
                            f"{self.split} split (`num_samples={self.num_samples}` asked for more).")
         if self.class_vectors and capture.class_vectors(pl_module, self.class_layer, len(probe.class_names)) is None:
             rank_zero_info(f"EmbeddingProjector: no class vectors: `class_layer` {self.class_layer!r} is not a "
@@ -194,7 +200,7 @@ class EmbeddingProjector(Callback):
             device = trainer.strategy.root_device
             self._analysis = BackgroundAnalysis(perplexity, self.seed, draw=self._recorder.draw_map,
                                                 device=None if device.type == "cpu" else device,
-                                                reload=self._recorder.read_features)
+                                                reload=self._recorder.read_features, change=self._recorder.change)
 
     @staticmethod
     def _run_dir(trainer: pl.Trainer) -> Path:
@@ -340,7 +346,8 @@ class EmbeddingProjector(Callback):
         first time the queue overflows in this run, says what that means."""
         assert self._recorder is not None
         if self._analysis is None:
-            self._recorder.record(Analysis(record, separation_scores(record.features, None, record.labels)))
+            scores = separation_scores(record.features, None, record.labels)
+            self._recorder.record(Analysis(record, {**scores, **self._recorder.change(record)}))
             return
         self._recorder.expect(record.key)
         skipped = self._analysis.skipped
@@ -369,7 +376,9 @@ class EmbeddingProjector(Callback):
                 _tell(trainer, f"EmbeddingProjector: waiting for {len(self._analysis.pending)} pending t-SNE "
                                "plot(s)...")
             self._record_all(self._analysis.drain())
-        self._recorder.finish()
+        settled = self._recorder.finish()
+        if settled is not None:
+            _tell(trainer, settled)
         _tell(trainer, f"EmbeddingProjector: projector entries in {self._recorder.run_dir}, plots in "
                        f"{self._recorder.plot_dir}")
 

@@ -111,12 +111,15 @@ def _check_size(path: Path, kind: str, shape: tuple[int, ...], found: int) -> No
         )
 
 
-def check_idx_header(path: str | Path, kind: str) -> None:
+def check_idx_header(path: str | Path, kind: str) -> tuple[int, ...]:
     """Checks an idx file's header against its size without decompressing it all: cheap enough to
     run when a datamodule is built, so a truncated file is reported before any training.
 
     For ``.gz`` files the size is gzip's own record of the uncompressed length, in its last four
     bytes (exact below 4 GiB; MNIST's largest file is 47 MB).
+
+    Returns:
+        The shape the header promises: ``(N, H, W)`` images or ``(N,)`` labels.
 
     Raises:
         ValueError: As :func:`read_idx`, for what can be told from the header and the size.
@@ -138,6 +141,7 @@ def check_idx_header(path: str | Path, kind: str) -> None:
         raise ValueError(f"Corrupt idx file {path}: cannot read it ({err}); replace the file.") from err
     _, shape = _parse_header(path, header, kind)
     _check_size(path, kind, shape, max(total - header_size, 0))
+    return tuple(int(side) for side in shape)
 
 
 def read_idx(path: str | Path, kind: str) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lenet_lightning import capture, plots, projector
+from lenet_lightning import capture, plots, points, projector
 from lenet_lightning.analysis import Analysis, Capture, CaptureKey
 from lenet_lightning.results import (
     DEFAULT_LAYER,
@@ -24,9 +24,12 @@ from lenet_lightning.results import (
     map_bookmark,
     read_scores_csv,
     save_plot,
+    series_tags,
     write_scores_csv,
     write_series_results,
+    write_trajectories,
 )
+from lenet_lightning.scores import change_scores, class_geometry
 from lenet_lightning.step_order import StepOrder
 
 
@@ -59,6 +62,7 @@ class SeriesRecorder:
         self._sprite: tuple[str, tuple[int, int]] | bool | None = False  # False: not written yet
         self._order = StepOrder()  # what goes to TensorBoard, held until it comes in step order
         self._info_written = False
+        self._points: tuple[int, points.PointColumns] | None = None  # the newest fit capture's point columns
 
     @property
     def plot_dir(self) -> Path:
@@ -91,6 +95,15 @@ class SeriesRecorder:
         beside it; returns it for its analysis, or ``None`` (with a warning) when it could not be
         written: a capture is lost, never the run."""
         metadata, probe_acc = capture.probe_metadata(self.probe, outputs)
+        if "predicted" in metadata:  # the model predicts classes: each point's story so far
+            logits = outputs.float().numpy()  # (N, C)
+            previous = self._point_columns_before(step) if stage == "fit" else None
+            columns = points.next_point_columns(previous, step, logits.argmax(axis=1),
+                                                points.true_class_probability(logits, self.probe.labels),
+                                                self.probe.labels)
+            metadata.update(columns.to_metadata())
+            if stage == "fit":
+                self._points = (step, columns)
         tag = self.tag((step, stage))
         try:
             if not self._info_written:
@@ -108,6 +121,50 @@ class SeriesRecorder:
                           "training goes on.", UserWarning, stacklevel=2)
             return None
         return Capture(step, stage, features, self.probe.labels, probe_acc, reloadable=True)
+
+    def _point_columns_before(self, step: int) -> points.PointColumns | None:
+        """The point columns of the newest fit capture before ``step``: this run's, or, after a
+        resume, read back from that capture's entry (not a second copy in the checkpoint)."""
+        if self._points is not None and self._points[0] < step:
+            return self._points[1]
+        earlier = [tag for tag, key in series_tags(self.run_dir, self.info.layer) if key[1] == "fit" and key[0] < step]
+        if not earlier:
+            return None
+        stored = projector.read_embedding(self.run_dir, earlier[-1], tensor=False)
+        return points.point_columns_from_metadata(stored.metadata, self.probe.class_names)
+
+    def change(self, record: Capture) -> dict[str, float]:
+        """Analysis thread: how the capture differs from the previous fit capture and the first
+        (read back from their entries), and its class geometry. A failure costs these numbers,
+        with a warning, never the run."""
+        try:
+            assert record.features is not None
+            found: dict[str, float] = {}
+            if record.stage == "fit":
+                earlier = [key for _, key in series_tags(self.run_dir, self.info.layer)
+                           if key[1] == "fit" and key[0] < record.step]
+                if earlier:
+                    found.update(change_scores(record.features, previous=self.read_features(earlier[-1]),
+                                               first=self.read_features(earlier[0])))
+            stored = projector.read_embedding(self.run_dir, self.tag(record.key), tensor=False).metadata
+            index = {name: i for i, name in enumerate(self.probe.class_names)}
+            predictions = np.array([index[name] for name in stored["predicted"]]) if "predicted" in stored else None
+            weight = None
+            if self.info.class_layer != self.info.layer:  # the captured layer may feed the class layer
+                vectors = f"{self.info.class_layer}.weight_{self.tag(record.key).removeprefix(self.info.layer + '_')}"
+                try:
+                    weight = projector.read_embedding(self.run_dir, vectors).tensor
+                except ValueError:
+                    weight = None
+                if weight is not None and weight.shape[1] != record.features.shape[1]:
+                    weight = None
+            found.update(class_geometry(record.features, record.labels, len(self.probe.class_names),
+                                        class_weight=weight, predictions=predictions))
+            return {name: value for name, value in found.items() if np.isfinite(value)}
+        except Exception as err:  # the other scores, the map and the run go on
+            warnings.warn(f"EmbeddingProjector: the representation-change scores of {self.tag(record.key)} were "
+                          f"skipped ({type(err).__name__}: {err}).", UserWarning, stacklevel=2)
+            return {}
 
     def _sprite_once(self) -> tuple[str | None, tuple[int, int] | None]:
         """The probe never changes within a run, so neither does its sprite: written once. Inputs
@@ -165,6 +222,8 @@ class SeriesRecorder:
             try:
                 projector.write_bookmarks(self.run_dir, tag, [map_bookmark(self.info, record.step, tag,
                                                                            analysis.layout)])
+                if record.stage == "fit":
+                    write_trajectories(self.run_dir, self.info)  # live, like the captures' own entries
             except (OSError, ValueError) as err:  # e.g. a capture queued in a checkpoint of another run folder
                 warnings.warn(f"EmbeddingProjector: could not write the bookmark of {tag} ({err}); skipped it.",
                               UserWarning, stacklevel=2)
@@ -180,14 +239,16 @@ class SeriesRecorder:
                 if image is not None:
                     self.writer.add_image(f"{self.info.name}/tsne", image, step)
 
-    def finish(self) -> None:
-        """The series' end-of-series results, from the run folder (see :mod:`lenet_lightning.results`).
-        A figure that cannot be made or written is reported and skipped: the run has finished."""
+    def finish(self) -> str | None:
+        """The series' end-of-series results, from the run folder (see :mod:`lenet_lightning.results`);
+        returns the line that says when the representation settled, if there is one. A figure that
+        cannot be made or written is reported and skipped: the run has finished."""
         try:
-            write_series_results(self.run_dir, self.info.layer, writer=self.writer, info=self.info)
+            return write_series_results(self.run_dir, self.info.layer, writer=self.writer, info=self.info).summary
         except (OSError, ValueError) as err:
             warnings.warn(f"EmbeddingProjector: an end-of-run figure was skipped ({err}).", UserWarning,
                           stacklevel=2)
+            return None
 
     @property
     def _csv(self) -> Path:

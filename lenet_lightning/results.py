@@ -22,14 +22,24 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lenet_lightning import plots, projector, tsne
+from lenet_lightning import plots, points, projector, tsne
 from lenet_lightning.analysis import nearest_layout
 from lenet_lightning.atomic import write_atomically
-from lenet_lightning.scores import separation_scores
+from lenet_lightning.scores import (
+    change_scores,
+    cka_matrix,
+    class_geometry,
+    linear_cka,
+    separation_scores,
+    settled_step,
+)
 
 SCORE_COLUMNS = ("tag", "step", "stage", "probe_acc", "silhouette", "knn_acc_2d", "trustworthiness")
 FEATURE_SCORES = ("probe_acc", "silhouette")  # known without a 2-D map: a gap has them at once
 MAP_SCORES = ("knn_acc_2d", "trustworthiness")
+DYNAMICS_PLOTTED = ("probe_acc", "cka_prev", "knn_overlap_prev", "cka_final", "nc1")
+CKA_MATRIX_BYTES = 512 * 2**20  # the heatmap holds every capture centred in float64: skipped above this
+TRAJECTORIES = "{layer}_trajectories"
 DEFAULT_LAYER = "fc2"
 SERIES_FILE = "series_{layer}.json"  # in <run_dir>/projector/: what a series is, for readers of the folder
 _TAG = re.compile(r"(?P<layer>.+?)_(?:(?P<stage>validate|test)_)?step(?P<step>\d{7})")
@@ -60,6 +70,8 @@ class SeriesInfo:
         plot_dpi: Resolution of the plots.
         perplexity: The t-SNE perplexity of the maps.
         seed: Seeds t-SNE.
+        settle_threshold: The representation has settled from the first capture whose linear CKA
+            to the final capture stays at or above this.
     """
 
     layer: str
@@ -71,6 +83,7 @@ class SeriesInfo:
     plot_dpi: int = 100
     perplexity: float = 30.0
     seed: int = 0
+    settle_threshold: float = 0.95
 
     @staticmethod
     def default_name(layer: str) -> str:
@@ -84,7 +97,8 @@ class SeriesInfo:
     def write(self, run_dir: Path) -> None:
         data = {"layer": self.layer, "class_names": list(self.class_names), "name": self.name,
                 "plot_dir": str(self.plot_dir), "class_layer": self.class_layer, "plot_format": self.plot_format,
-                "plot_dpi": self.plot_dpi, "perplexity": self.perplexity, "seed": self.seed}
+                "plot_dpi": self.plot_dpi, "perplexity": self.perplexity, "seed": self.seed,
+                "settle_threshold": self.settle_threshold}
         text = json.dumps(data, indent=1)
         write_atomically(_info_path(run_dir, self.layer), lambda stream: stream.write(text.encode()))
 
@@ -229,8 +243,16 @@ def map_bookmark(info: SeriesInfo, step: int, tag: str, layout: np.ndarray) -> d
     return projector.layout_bookmark(layout, name, color_by="label", perplexity=info.perplexity)
 
 
+@dataclass(frozen=True)
+class SeriesResults:
+    """What :func:`write_series_results` wrote, and the line that says when the series settled."""
+
+    files: list[Path]
+    summary: str | None = None
+
+
 def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, writer: Writer | None = None,
-                         info: SeriesInfo | None = None) -> list[Path]:
+                         info: SeriesInfo | None = None) -> SeriesResults:
     """Finishes one series from its run folder: maps for captures that have none, a complete
     ``separation.csv``, the evolution image of the fit's captures and the class-vector figure of
     the newest class-vector entry; their images go to ``writer`` too.
@@ -241,8 +263,13 @@ def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, wri
         writer: TensorBoard's writer of the run, or ``None`` (offline).
         info: The series' info, when the caller has it; else read from the folder.
 
+    Over the fit's captures it also writes how the representation changed: every capture's linear
+    CKA to the final one (``cka_final`` in the CSV), the step it settled at (``dynamics.json``, the
+    CSV's ``settled`` column), the CKA heatmap and the dynamics figure; and each probe point's story:
+    ``points.csv``, the data map, the hardest images, ``layouts.npz`` and the trajectories entry.
+
     Returns:
-        The files written.
+        The files written, and the settled line.
 
     Raises:
         ValueError: ``run_dir`` holds no capture of ``layer``.
@@ -285,6 +312,8 @@ def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, wri
         figure = plots.plot_evolution([c.layout for c in fit], fit[0].labels, info.class_names,
                                       [f"step {c.step}" for c in fit])
         written.append(_figure(info, writer, figure, "tsne_evolution", fit[-1].step))
+    summary = _write_dynamics(run_dir, info, [c for c in captures if c.stage == "fit"], writer, written)
+    _write_points(run_dir, info, fit, writer, written)
     vectors = [tag for tag in projector_tags(run_dir) if tag.startswith(f"{projector.safe_tag(info.class_layer)}"
                                                                            f".weight_")]
     vectors = [tag for tag in vectors if _TAG.fullmatch(tag.replace(".weight", ""))]
@@ -296,7 +325,118 @@ def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, wri
                              "zero: the weights were not finite when captured")
         figure = plots.plot_class_vectors(weight, info.class_names)
         written.append(_figure(info, writer, figure, "class_vectors", int(newest[-7:])))
-    return written
+    return SeriesResults(written, summary)
+
+
+def _write_dynamics(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], writer: Writer | None,
+                    written: list[Path]) -> str | None:
+    """CKA of every fit capture to the final one, the settled step, change scores a killed run never
+    made, the heatmap and the dynamics figure. Features are read one capture at a time."""
+    if len(fit) < 2:
+        return None
+    final = projector.read_embedding(run_dir, fit[-1].tag).tensor
+    keep = 8 * final.size * len(fit) <= CKA_MATRIX_BYTES
+    rows = read_scores_csv(info.plot_dir / "separation.csv")
+    kept, cka_final, new_rows = [], [], []
+    previous = first = None
+    for stored in fit:
+        x = projector.read_embedding(run_dir, stored.tag).tensor
+        row = rows.get(stored.tag, {})
+        new = {"tag": stored.tag, "step": stored.step, "stage": stored.stage, "cka_final": linear_cka(x, final)}
+        if previous is not None and not row.get("cka_prev"):  # a capture whose analysis never ran
+            new.update(change_scores(x, previous=previous, first=first))
+        if not row.get("nc1"):
+            predicted = stored.metadata.get("predicted")
+            index = {name: i for i, name in enumerate(info.class_names)}
+            new.update(class_geometry(x, stored.labels, len(info.class_names), predictions=None if predicted is None
+                                      else np.array([index[name] for name in predicted])))
+        cka_final.append(new["cka_final"])
+        new_rows.append(new)
+        first = x if first is None else first
+        previous = x
+        if keep:
+            kept.append(x)
+    steps = [c.step for c in fit]
+    settled = settled_step(steps, cka_final, info.settle_threshold)
+    for new in new_rows:
+        new["settled"] = int(settled is not None and new["step"] >= settled)
+    merged = write_scores_csv(info.plot_dir / "separation.csv", new_rows)
+    summary = {"layer": info.layer, "threshold": info.settle_threshold, "settled_step": settled,
+               "steps": steps, "cka_final": [None if not np.isfinite(v) else float(v) for v in cka_final]}
+    text = json.dumps(summary, indent=1)
+    write_atomically(info.plot_dir / "dynamics.json", lambda stream: stream.write(text.encode()))
+    written += [info.plot_dir / "separation.csv", info.plot_dir / "dynamics.json"]
+    if writer is not None:
+        for step, value in zip(steps, cka_final, strict=True):
+            if np.isfinite(value):
+                writer.add_scalars({f"{info.name}/cka_final": float(value)}, step)
+    if kept:
+        figure = plots.plot_cka_matrix(steps, cka_matrix(kept), title=f"{info.layer}: linear CKA between captures")
+        written.append(_figure(info, writer, figure, "cka_matrix", steps[-1]))
+    columns = {name: [_number(merged.get(c.tag, {}).get(name)) for c in fit] for name in DYNAMICS_PLOTTED}
+    columns = {name: values for name, values in columns.items() if any(v is not None for v in values)}
+    figure = plots.plot_dynamics(steps, columns, settled, info.settle_threshold, title=info.layer)
+    written.append(_figure(info, writer, figure, "dynamics", steps[-1]))
+    if settled is None:
+        return (f"EmbeddingProjector: {info.layer} did not settle: its linear CKA to the final capture is not at or "
+                f"above {info.settle_threshold} from any capture on.")
+    return (f"EmbeddingProjector: {info.layer} settled at step {settled}: its linear CKA to the final capture "
+            f"stays at or above {info.settle_threshold} from there on.")
+
+
+def _write_points(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], writer: Writer | None,
+                  written: list[Path]) -> None:
+    """Each probe point's story over the mapped fit captures: ``points.csv``, the data map, the
+    hardest images, ``layouts.npz`` and the trajectories entry."""
+    if not fit:
+        return
+    steps = np.array([c.step for c in fit])
+    dataset_index = np.array([int(i) for i in fit[0].metadata.get("index", range(len(fit[0].labels)))])
+    points.write_layouts(info.plot_dir / "layouts.npz", steps, [c.layout for c in fit], dataset_index)
+    written.append(info.plot_dir / "layouts.npz")
+    write_trajectories(run_dir, info)
+    if not all("p_true" in c.metadata for c in fit):  # no class predictions (or an older run)
+        return
+    predicted, p_true, labels = points.history_from_metadata([c.metadata for c in fit], info.class_names)
+    summary = points.point_summary(steps, predicted, p_true, labels)
+    points.write_points_csv(info.plot_dir / "points.csv", summary, np.arange(len(labels)), dataset_index, labels,
+                            info.class_names)
+    written.append(info.plot_dir / "points.csv")
+    figure = plots.plot_data_map(summary["p_true_mean"], summary["p_true_std"], summary["fraction_correct"])
+    written.append(_figure(info, writer, figure, "data_map", int(steps[-1])))
+    sprite = projector.read_embedding(run_dir, fit[-1].tag, tensor=False).info.sprite
+    if sprite.image_path:
+        hardest = points.hardest(summary, n=min(30, len(labels)))
+        width, height = sprite.single_image_dim
+        images = points.sprite_thumbnails(run_dir / sprite.image_path, (height, width), hardest)
+        titles = [f"#{i} {info.class_names[labels[i]]} → {info.class_names[summary['last_predicted'][i]]}"
+                  for i in hardest]
+        figure = plots.plot_hardest(images, titles)
+        written.append(_figure(info, writer, figure, "hardest", int(steps[-1])))
+
+
+def write_trajectories(run_dir: Path, info: SeriesInfo) -> None:
+    """The ``<layer>_trajectories`` entry: every mapped fit capture's map, each point linked to itself
+    at the next capture, so the Projector draws its path through training; rewritten atomically."""
+    fit = [read_capture(run_dir, info, tag, key) for tag, key in series_tags(run_dir, info.layer) if key[1] == "fit"]
+    fit = [c for c in fit if c.layout is not None]
+    if len(fit) < 2:
+        return
+    names = [info.class_names[label] for label in fit[0].labels]
+    xyz, metadata, note = points.trajectory_points(np.array([c.step for c in fit]), [c.layout for c in fit],
+                                                   [c.metadata for c in fit], names)
+    tag = TRAJECTORIES.format(layer=info.layer)
+    projector.write_embedding(run_dir, tag, xyz, metadata)
+    label = f"trajectories of {len(fit)} captures" + (f" ({note})" if note else "")
+    projector.write_bookmarks(run_dir, tag, [projector.layout_bookmark(xyz[:, :2], label, color_by="step")])
+
+
+def _number(cell: Any) -> float | None:
+    try:
+        value = float(cell)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
 
 
 def _make_map(run_dir: Path, info: SeriesInfo, capture: StoredCapture, init: np.ndarray | None) -> Path:

@@ -9,6 +9,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
 REPO = Path(__file__).resolve().parents[1]
+# The metadata columns of a capture of a model that predicts classes, in order.
+CAPTURE_COLUMNS = ["label", "predicted", "correct", "confidence", "index",
+                   "correct_since", "forgotten", "flips", "p_true"]
 
 
 def read_projector(run_dir):

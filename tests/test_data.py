@@ -1,10 +1,13 @@
 import gzip
 import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 
 from lenet_lightning.data import (
     CLASS_NAMES,
@@ -134,11 +137,59 @@ def test_datamodule_rejects_bad_sizes_at_construction(kwargs, match):
         LeNetDataModule(**{"dataset": "mnist", "download": True, **kwargs})
 
 
-def test_datamodule_val_larger_than_small_folder_fails_at_setup(tmp_path):
-    write_tiny_mnist(tmp_path, n_train=30)
-    dm = LeNetDataModule("mnist", data_dir=str(tmp_path), download=False, val_size=100)
-    with pytest.raises(ValueError, match="`val_size` to be below the 30 training images"):
-        dm.setup("fit")
+def test_datamodule_default_val_size_follows_the_images_in_the_folder(tmp_path):
+    write_tiny_mnist(tmp_path, n_train=4000)
+    dm = LeNetDataModule("mnist", data_dir=str(tmp_path), download=False)
+    assert dm.num_val == round(4000 / 12)  # 1/12 of what is there, not of the full set's 60,000
+    dm.setup("fit")
+    assert len(dm.split_tensors("val")[1]) == 333 and len(dm.split_tensors("train")[1]) == 4000 - 333
+
+
+@pytest.mark.parametrize(
+    ("n_train", "val_size", "match"),
+    [
+        (30, 100, r"`val_size` to leave training images of every class in the 30 .*but got 100.*choose 10 to 20"),
+        (4000, 4000, r"in the 4000 .*but got 4000 \(4000 images\)"),
+        (30, 5, r"but got 5 \(5 images\): choose 10 to 20"),
+        (12, None, r"at least 20 training images .*found 12"),
+    ],
+)
+def test_datamodule_val_size_that_does_not_fit_the_folder_fails_at_construction(tmp_path, n_train, val_size, match):
+    write_tiny_mnist(tmp_path, n_train=n_train)
+    with pytest.raises(ValueError, match=match):
+        LeNetDataModule("mnist", data_dir=str(tmp_path), download=False, val_size=val_size)
+
+
+@pytest.mark.slow
+def test_cli_mnist_config_trains_and_tests_on_a_small_folder_with_the_defaults(tmp_path):
+    data = tmp_path / "my-mnist"
+    write_tiny_mnist(data, n_train=4000, n_test=500)
+    run = tmp_path / "run"
+    run.mkdir()
+    args = ["--config", "mnist", "--data.data_dir", str(data), "--data.download", "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    fit = subprocess.run([sys.executable, str(REPO / "cli.py"), "fit", *args], cwd=run, capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "the probe set has 500 points: all of the test split" in fit.stdout + fit.stderr
+    ckpt = run / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
+    test = subprocess.run([sys.executable, str(REPO / "cli.py"), "test", *args, "--ckpt_path", str(ckpt)], cwd=run,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert "test/acc" in test.stdout
+
+
+@pytest.mark.slow
+def test_cli_mnist_config_with_a_val_size_too_large_for_the_folder_says_so_in_one_line(tmp_path):
+    data = tmp_path / "my-mnist"
+    write_tiny_mnist(data, n_train=300)
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "fit", "--config", "mnist", "--data.data_dir",
+                             str(data), "--data.download", "false", "--data.val_size", "300"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Expected `val_size` to leave training images")
+    assert "300" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "lightning_logs").exists()
 
 
 def test_epoch_shuffle_shards_cover_everything_once_and_pad_training():

@@ -7,7 +7,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from helpers import read_csv, read_projector, read_scalars
+from helpers import CAPTURE_COLUMNS, read_csv, read_projector, read_scalars
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -76,13 +76,14 @@ def test_embedding_projector_writes_every_capture_with_metadata_sprite_plots_and
     callback = EmbeddingProjector(every_n_train_steps=10, num_samples=100, perplexity=10)
     trainer, model, run_dir = fit(tmp_path, callback, max_steps=25)
     entries = read_projector(run_dir)
+    assert entries.pop("fc2_trajectories")[0].shape == (400, 3)  # the 4 maps of 100 points, linked
     assert list(entries) == [
         "fc2_step0000000", "fc2.weight_step0000000", "fc2_step0000010", "fc2.weight_step0000010",
         "fc2_step0000020", "fc2.weight_step0000020", "fc2_step0000025", "fc2.weight_step0000025",
     ]
     features, rows = entries["fc2_step0000025"]
     assert features.shape == (100, 10)
-    assert rows[0] == ["label", "predicted", "correct", "confidence", "index"] and len(rows) == 101
+    assert rows[0] == CAPTURE_COLUMNS and len(rows) == 101
     # The last capture is the final model's fc2 output, in eval mode, on the probe set in order.
     dm = trainer.datamodule
     images, labels = dm.split_tensors("val")
@@ -112,7 +113,8 @@ def test_embedding_projector_step0_capture_precedes_any_update(tmp_path):
     _, _, run_dir = fit(tmp_path, EmbeddingProjector(every_n_train_steps=0, num_samples=50, tsne=False),
                         max_steps=3, model=model)
     entries = read_projector(run_dir)
-    assert list(entries) == ["fc2_step0000000", "fc2.weight_step0000000", "fc2_step0000003", "fc2.weight_step0000003"]
+    assert [tag for tag in entries if "trajectories" not in tag] == [
+        "fc2_step0000000", "fc2.weight_step0000000", "fc2_step0000003", "fc2.weight_step0000003"]
     np.testing.assert_array_equal(entries["fc2.weight_step0000000"][0], initial)
     assert not np.array_equal(entries["fc2.weight_step0000003"][0], initial)
 
@@ -133,7 +135,7 @@ def test_embedding_projector_disabled_writes_nothing(tmp_path):
 def test_embedding_projector_probe_is_stratified_and_fixed(tmp_path):
     fit(tmp_path, EmbeddingProjector(every_n_train_steps=0, num_samples=100, tsne=False), max_steps=1)
     fit(tmp_path / "again", EmbeddingProjector(every_n_train_steps=0, num_samples=100, tsne=False), max_steps=1)
-    index = [np.array([int(row[-1]) for row in read_projector(folder)[f"fc2_step{step:07d}"][1][1:]])
+    index = [np.array([int(row[4]) for row in read_projector(folder)[f"fc2_step{step:07d}"][1][1:]])
              for folder in (tmp_path / "run", tmp_path / "again" / "run") for step in (0, 1)]
     for other in index[1:]:
         np.testing.assert_array_equal(index[0], other)
@@ -262,7 +264,7 @@ def test_embedding_projector_without_logger_writes_each_run_apart(tmp_path):
     runs = sorted(p.name for p in (tmp_path / "embeddings").iterdir())
     assert runs == ["version_0", "version_1"]
     for run in runs:
-        assert list(read_projector(tmp_path / "embeddings" / run)) == [
+        assert [tag for tag in read_projector(tmp_path / "embeddings" / run) if "trajectories" not in tag] == [
             "fc2_step0000000", "fc2.weight_step0000000", "fc2_step0000002", "fc2.weight_step0000002"]
 
 
@@ -278,7 +280,8 @@ def test_embedding_projector_bookmarks_each_capture_and_logs_its_plots_as_images
     fit(tmp_path, callback, max_steps=20)
     run_dir = tmp_path / "run"
     config = text_format.Parse((run_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
-    bookmarked = {e.tensor_name: e.bookmarks_path for e in config.embeddings if e.bookmarks_path}
+    bookmarked = {e.tensor_name: e.bookmarks_path for e in config.embeddings
+                  if e.bookmarks_path and "trajectories" not in e.tensor_name}
     assert list(bookmarked) == ["fc2_step0000000", "fc2_step0000010", "fc2_step0000020"]
     layouts = []
     for path in bookmarked.values():
@@ -292,8 +295,8 @@ def test_embedding_projector_bookmarks_each_capture_and_logs_its_plots_as_images
     assert not np.array_equal(layouts[0], layouts[1])
     plots = run_dir / "embeddings"
     assert sorted(p.name for p in plots.glob("*.svg")) == [
-        "class_vectors.svg", "tsne_evolution.svg", "tsne_fc2_step0000000.svg", "tsne_fc2_step0000010.svg",
-        "tsne_fc2_step0000020.svg"]
+        "cka_matrix.svg", "class_vectors.svg", "data_map.svg", "dynamics.svg", "hardest.svg", "tsne_evolution.svg",
+        "tsne_fc2_step0000000.svg", "tsne_fc2_step0000010.svg", "tsne_fc2_step0000020.svg"]
     assert not list(plots.glob("*.png"))
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
@@ -365,11 +368,11 @@ def test_embedding_projector_any_model_with_dataloaders_and_rgb_images(tmp_path)
                                   perplexity=5)
     _, run_dir = fit_plain(tmp_path, SmallNet(), Colours(60, seed=0), Colours(45, seed=1), callback)
     entries = read_projector(run_dir)
-    assert [tag for tag in entries if tag.startswith("body_")] == ["body_step0000000", "body_step0000003",
+    assert [tag for tag in entries if tag.startswith("body_step")] == ["body_step0000000", "body_step0000003",
                                                                    "body_step0000006"]
     features, rows = entries["body_step0000006"]
     assert features.shape == (30, 16)
-    assert rows[0] == ["label", "predicted", "correct", "confidence", "index"]
+    assert rows[0] == CAPTURE_COLUMNS
     assert {row[0] for row in rows[1:]} == {"red", "green", "blue"}  # names from the dataset's `classes`
     weight, names = entries["head.weight_step0000006"]
     assert weight.shape == (3, 16) and [row[0] for row in names] == ["red", "green", "blue"]
@@ -429,8 +432,8 @@ def test_embedding_projector_failed_write_warns_skips_the_capture_and_training_g
         trainer, _, run_dir = fit(tmp_path, EmbeddingProjector(every_n_train_steps=5, num_samples=30, tsne=False),
                                   max_steps=10)
     assert trainer.global_step == 10
-    assert [tag for tag in read_projector(run_dir) if tag.startswith("fc2_")] == ["fc2_step0000000",
-                                                                                  "fc2_step0000010"]
+    assert [tag for tag in read_projector(run_dir) if tag.startswith("fc2_step")] == ["fc2_step0000000",
+                                                                                      "fc2_step0000010"]
 
 
 def test_embedding_projector_nan_weights_finish_the_fit(tmp_path):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import yaml
-from helpers import REPO, read_csv, read_projector
+from helpers import CAPTURE_COLUMNS, REPO, read_csv, read_projector
 from PIL import Image
 
 SECTION = "## Use it in your own project"
@@ -35,7 +35,7 @@ def test_readme_own_project_example_runs_as_written(tmp_path):
     assert [tag for tag in entries if tag.startswith("net.4_")] == ["net.4_step0000000", "net.4_step0000020",
                                                                     "net.4_step0000030"]
     features, rows = entries["net.4_step0000030"]
-    assert features.shape == (120, 32) and rows[0] == ["label", "predicted", "correct", "confidence", "index"]
+    assert features.shape == (120, 32) and rows[0] == CAPTURE_COLUMNS
     assert entries["net.6.weight_step0000030"][0].shape == (3, 32)
     with Image.open(images_run / "projector" / "sprite_net.4.png") as sprite:
         assert sprite.mode == "RGB"

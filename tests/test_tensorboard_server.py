@@ -6,7 +6,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from helpers import read_projector, run_dirs
+from helpers import CAPTURE_COLUMNS, read_projector, run_dirs
 
 from lenet_lightning.cli import cli_main
 
@@ -46,9 +46,9 @@ def check_served(url, run, run_dir):
         served = get(url, "tensor", run=run, name=name)
         assert len(served) == tensor.size * 4  # float32
         metadata = get(url, "metadata", run=run, name=name).decode().splitlines()
-        assert len(metadata) == len(rows) == tensor.shape[0] + (1 if name.startswith("fc2_step") else 0)
+        assert len(metadata) == len(rows) == tensor.shape[0] + (1 if name.startswith(("fc2_step", "fc2_traj")) else 0)
         if name.startswith("fc2_step"):
-            assert metadata[0].split("\t") == ["label", "predicted", "correct", "confidence", "index"]
+            assert metadata[0].split("\t") == CAPTURE_COLUMNS
             sprite = get(url, "sprite_image", run=run, name=name)
             assert sprite.startswith(b"\x89PNG")
     return listed
