@@ -149,18 +149,11 @@ def run_measured(command: list[str]) -> tuple[float, float]:
 def last_map_against_sklearn(run_dir: Path, rows: list[dict[str, str]]) -> str:
     """The map the user sees for the last capture (its scores in separation.csv) against scikit-learn's
     converged t-SNE (its defaults: 1,000 iterations) of the same points, read from the projector entry."""
-    from google.protobuf import text_format
-    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
-
     from lenet_lightning import projector
 
     last = rows[-1]
-    config = text_format.Parse((run_dir / projector.CONFIG_FILENAME).read_text(), ProjectorConfig())
-    entry = next(e for e in config.embeddings if e.tensor_name == projector.safe_tag(last["tag"]))
-    path = run_dir / entry.tensor_path  # raw little-endian float32, or a TSV (see lenet_lightning/projector.py)
-    features = (np.fromfile(path, dtype="<f4").reshape(tuple(entry.tensor_shape)) if path.suffix == ".bytes"
-                else np.loadtxt(path, delimiter="\t", dtype=np.float32, ndmin=2))
-    labels = np.loadtxt(run_dir / entry.metadata_path, delimiter="\t", dtype=str, skiprows=1, usecols=0, ndmin=1)
+    stored = projector.read_embedding(run_dir, last["tag"])  # the package's own reader of its entries
+    features, labels = stored.tensor, np.array(stored.metadata["label"])
     knn, trust = float(last["knn_acc_2d"]), float(last["trustworthiness"])
     codes = np.unique(labels, return_inverse=True)[1]
     scores = {"knn_acc_2d": knn, "trustworthiness": trust}

@@ -3,10 +3,9 @@
 import csv
 from pathlib import Path
 
-import numpy as np
-from google.protobuf import text_format
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+from lenet_lightning import projector
 
 REPO = Path(__file__).resolve().parents[1]
 # The metadata columns of a capture of a model that predicts classes, in order.
@@ -15,20 +14,15 @@ CAPTURE_COLUMNS = ["label", "predicted", "correct", "confidence", "index",
 
 
 def read_projector(run_dir):
-    """``{tensor_name: (tensor (N, D), metadata rows incl. header or None)}`` in config order."""
-    run_dir = Path(run_dir)
-    config = text_format.Parse((run_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    """``{tensor_name: (tensor (N, D), metadata rows incl. header or None)}`` in config order, through
+    the package's own reader of its entries."""
     entries = {}
-    for embedding in config.embeddings:
-        path = run_dir / embedding.tensor_path
-        if path.suffix == ".bytes":
-            tensor = np.fromfile(path, dtype="<f4").reshape(tuple(embedding.tensor_shape))
-        else:
-            tensor = np.loadtxt(path, delimiter="\t", ndmin=2, dtype=np.float32)
+    for info in projector.read_config(run_dir).embeddings:
+        stored = projector.read_embedding(run_dir, info.tensor_name)
         rows = None
-        if embedding.metadata_path:
-            rows = [line.split("\t") for line in (run_dir / embedding.metadata_path).read_text().splitlines()]
-        entries[embedding.tensor_name] = (tensor, rows)
+        if info.metadata_path:
+            rows = [line.split("\t") for line in (Path(run_dir) / info.metadata_path).read_text().splitlines()]
+        entries[info.tensor_name] = (stored.tensor, rows)
     return entries
 
 

@@ -10,6 +10,7 @@ from helpers import REPO
 
 SMOKE_ARGS = {
     "bench_data.py": ["--dry-run"],
+    "bench_dynamics.py": ["--dry-run"],
     "bench_embeddings.py": ["--dry-run"],
     "bench_framework.py": ["--dry-run"],
     "bench_gpu.py": ["--device", "cpu", "--dry-run"],
