@@ -3,6 +3,7 @@
 import csv
 from pathlib import Path
 
+import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lenet_lightning import projector
@@ -44,3 +45,11 @@ def run_dirs(root):
     """Every ``lightning_logs/version_*`` folder under ``root``."""
     return sorted(Path(root).glob("lightning_logs/version_*"))
 
+
+def blobs(n_per_class=50, n_classes=4, dim=10, spread=0.5, seed=0):
+    """Well-separated Gaussian blobs: (N, dim) features and (N,) labels."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=10.0, size=(n_classes, dim))
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    features = centres[labels] + rng.normal(scale=spread, size=(len(labels), dim))
+    return features.astype(np.float32), labels

@@ -32,7 +32,7 @@ def test_readme_own_project_example_runs_as_written(tmp_path):
 
     images_run, table_run = tmp_path / "lightning_logs" / "version_0", tmp_path / "lightning_logs" / "version_1"
     entries = read_projector(images_run)
-    assert [tag for tag in entries if tag.startswith("net.4_")] == ["net.4_step0000000", "net.4_step0000020",
+    assert [tag for tag in entries if tag.startswith("net.4_step")] == ["net.4_step0000000", "net.4_step0000020",
                                                                     "net.4_step0000030"]
     features, rows = entries["net.4_step0000030"]
     assert features.shape == (120, 32) and rows[0] == CAPTURE_COLUMNS

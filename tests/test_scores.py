@@ -3,20 +3,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import blobs
 
 from lenet_lightning import scores as scoring
 from lenet_lightning.scores import separation_scores
-
-
-def blobs(n_per_class=50, n_classes=4, dim=10, spread=0.5, seed=0):
-    """Well-separated Gaussian blobs: (N, dim) features and (N,) labels."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=10.0, size=(n_classes, dim))
-    labels = np.repeat(np.arange(n_classes), n_per_class)
-    features = centres[labels] + rng.normal(scale=spread, size=(len(labels), dim))
-    return features.astype(np.float32), labels
-
-
 
 
 def test_separation_scores_high_for_separated_blobs():

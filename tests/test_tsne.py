@@ -3,19 +3,11 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import blobs
 from threadpoolctl import threadpool_info
 
 from lenet_lightning.scores import separation_scores
 from lenet_lightning.tsne import effective_perplexity, embed_2d
-
-
-def blobs(n_per_class=50, n_classes=4, dim=10, spread=0.5, seed=0):
-    """Well-separated Gaussian blobs: (N, dim) features and (N,) labels."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=10.0, size=(n_classes, dim))
-    labels = np.repeat(np.arange(n_classes), n_per_class)
-    features = centres[labels] + rng.normal(scale=spread, size=(len(labels), dim))
-    return features.astype(np.float32), labels
 
 
 def openmp_threads():
