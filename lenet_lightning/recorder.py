@@ -74,8 +74,7 @@ class SeriesRecorder:
     def captured(self, key: CaptureKey) -> bool:
         """Whether the run folder lists the capture ``key`` already (an unreadable config: no)."""
         try:
-            return projector.safe_tag(self.tag(key)) in {i.tensor_name for i in
-                                                         projector.read_config(self.run_dir).embeddings}
+            return projector.safe_tag(self.tag(key)) in projector.listed_embeddings(self.run_dir)
         except ValueError:
             return False
 

@@ -111,7 +111,7 @@ class SeriesInfo:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(**{**data, "class_names": tuple(data["class_names"]), "plot_dir": Path(data["plot_dir"])})
         name = cls.default_name(layer)
-        entries = [tag for tag in projector_tags(run_dir) if tag.startswith(f"{DEFAULT_LAYER}.weight_")]
+        entries = [tag for tag in projector.listed_embeddings(run_dir) if tag.startswith(f"{DEFAULT_LAYER}.weight_")]
         if entries:
             names = tuple(projector.read_embedding(run_dir, entries[-1], tensor=False).metadata["label"])
         else:
@@ -147,15 +147,10 @@ class StoredCapture:
         return title if self.probe_acc is None else f"{title} · probe acc {self.probe_acc:.3f}"
 
 
-def projector_tags(run_dir: str | Path) -> list[str]:
-    """Every embedding the run folder lists, in its config's order; none without a config."""
-    return [info.tensor_name for info in projector.read_config(run_dir).embeddings]
-
-
 def series_tags(run_dir: str | Path, layer: str) -> list[tuple[str, tuple[int, str]]]:
     """The captures of ``layer`` listed in ``run_dir``, as ``(tag, (step, stage))`` in step order."""
     found = []
-    for tag in projector_tags(run_dir):
+    for tag in projector.listed_embeddings(run_dir):
         match = _TAG.fullmatch(tag)
         if match and match["layer"] == projector.safe_tag(layer):
             found.append((tag, (int(match["step"]), match["stage"] or "fit")))
@@ -165,7 +160,7 @@ def series_tags(run_dir: str | Path, layer: str) -> list[tuple[str, tuple[int, s
 def series_layers(run_dir: str | Path) -> list[str]:
     """The layers with captures in ``run_dir`` (class-vector entries are not a series)."""
     layers = []
-    for tag in projector_tags(run_dir):
+    for tag in projector.listed_embeddings(run_dir):
         match = _TAG.fullmatch(tag)
         if match and ".weight_" not in f"{match['layer']}_" and match["layer"] not in layers:
             layers.append(match["layer"])
@@ -314,8 +309,8 @@ def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, wri
         written.append(_figure(info, writer, figure, "tsne_evolution", fit[-1].step))
     summary = _write_dynamics(run_dir, info, [c for c in captures if c.stage == "fit"], writer, written)
     _write_points(run_dir, info, fit, writer, written)
-    vectors = [tag for tag in projector_tags(run_dir) if tag.startswith(f"{projector.safe_tag(info.class_layer)}"
-                                                                           f".weight_")]
+    prefix = f"{projector.safe_tag(info.class_layer)}.weight_"
+    vectors = [tag for tag in projector.listed_embeddings(run_dir) if tag.startswith(prefix)]
     vectors = [tag for tag in vectors if _TAG.fullmatch(tag.replace(".weight", ""))]
     if vectors:
         newest = max(vectors, key=lambda tag: int(tag[-7:]))
@@ -339,15 +334,15 @@ def _write_dynamics(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], w
     rows = read_scores_csv(info.plot_dir / "separation.csv")
     kept, cka_final, new_rows = [], [], []
     previous = first = None
+    index = {name: i for i, name in enumerate(info.class_names)}
     for stored in fit:
-        x = projector.read_embedding(run_dir, stored.tag).tensor
+        x = final if stored is fit[-1] else projector.read_embedding(run_dir, stored.tag).tensor
         row = rows.get(stored.tag, {})
         new = {"tag": stored.tag, "step": stored.step, "stage": stored.stage, "cka_final": linear_cka(x, final)}
         if previous is not None and not row.get("cka_prev"):  # a capture whose analysis never ran
             new.update(change_scores(x, previous=previous, first=first))
         if not row.get("nc1"):
             predicted = stored.metadata.get("predicted")
-            index = {name: i for i, name in enumerate(info.class_names)}
             new.update(class_geometry(x, stored.labels, len(info.class_names), predictions=None if predicted is None
                                       else np.array([index[name] for name in predicted])))
         cka_final.append(new["cka_final"])
@@ -394,7 +389,7 @@ def _write_points(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], wri
     dataset_index = np.array([int(i) for i in fit[0].metadata.get("index", range(len(fit[0].labels)))])
     points.write_layouts(info.plot_dir / "layouts.npz", steps, [c.layout for c in fit], dataset_index)
     written.append(info.plot_dir / "layouts.npz")
-    write_trajectories(run_dir, info)
+    write_trajectories(run_dir, info, fit)
     if not all("p_true" in c.metadata for c in fit):  # no class predictions (or an older run)
         return
     predicted, p_true, labels = points.history_from_metadata([c.metadata for c in fit], info.class_names)
@@ -415,10 +410,13 @@ def _write_points(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], wri
         written.append(_figure(info, writer, figure, "hardest", int(steps[-1])))
 
 
-def write_trajectories(run_dir: Path, info: SeriesInfo) -> None:
+def write_trajectories(run_dir: Path, info: SeriesInfo, fit: Sequence[StoredCapture] | None = None) -> None:
     """The ``<layer>_trajectories`` entry: every mapped fit capture's map, each point linked to itself
-    at the next capture, so the Projector draws its path through training; rewritten atomically."""
-    fit = [read_capture(run_dir, info, tag, key) for tag, key in series_tags(run_dir, info.layer) if key[1] == "fit"]
+    at the next capture, so the Projector draws its path through training; rewritten atomically.
+    ``fit``: those captures, when the caller has read them already; else they are read here."""
+    if fit is None:
+        fit = [read_capture(run_dir, info, tag, key) for tag, key in series_tags(run_dir, info.layer)
+               if key[1] == "fit"]
     fit = [c for c in fit if c.layout is not None]
     if len(fit) < 2:
         return
