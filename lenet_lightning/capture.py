@@ -51,7 +51,7 @@ def probe_from_tensors(images: torch.Tensor, labels: torch.Tensor, class_names: 
         (torch.Size([4, 1, 2, 2]), [0, 0, 1, 1])
     """
     labels_np = labels.numpy()
-    index = stratified_subset(labels_np, num_samples, seed)
+    index = _probe_index(labels_np, num_samples, seed)
     return ProbeSet(images[torch.from_numpy(index)], labels_np[index], tuple(class_names), index, len(labels_np))
 
 
@@ -85,9 +85,30 @@ def probe_from_dataset(dataset: Any, num_samples: int, seed: int) -> ProbeSet:
         labels, names = values.astype(np.int64), tuple(str(name) for name in classes)
     else:
         names = tuple(str(value) for value in uniques)
-    index = stratified_subset(labels, num_samples, seed)
+    index = _probe_index(labels, num_samples, seed)
     inputs = torch.stack([torch.as_tensor(_pair(dataset[int(i)], dataset)[0]) for i in index])
     return ProbeSet(inputs, labels[index], names, index, size)
+
+
+def check_probe_size(num_samples: int, num_classes: int) -> None:
+    """Refuses a stratified probe set too small to hold one point of every class.
+
+    Example:
+        >>> check_probe_size(5, 10)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `num_samples` to be at least the 10 classes, ... but got 5; pass ...
+    """
+    if num_samples < num_classes:
+        raise ValueError(f"Expected `num_samples` to be at least the {num_classes} classes, so that the stratified "
+                         f"probe set holds every class, but got {num_samples}; pass `--embeddings.num_samples "
+                         f"{num_classes}` or more.")
+
+
+def _probe_index(labels: np.ndarray, num_samples: int, seed: int) -> np.ndarray:
+    if num_samples < len(labels):
+        check_probe_size(num_samples, len(np.unique(labels)))
+    return stratified_subset(labels, num_samples, seed)
 
 
 def _pair(item: Any, dataset: Any) -> tuple[Any, Any]:

@@ -24,7 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from lenet_lightning import preflight
-from lenet_lightning.capture import find_layer
+from lenet_lightning.capture import check_probe_size, find_layer
 from lenet_lightning.data import LeNetDataModule
 from lenet_lightning.embeddings import EmbeddingProjector
 from lenet_lightning.logger import ClaimingTensorBoardLogger
@@ -207,6 +207,8 @@ class LeNetCLI(LightningCLI):
         for callback in [*config["callbacks"], *extra]:
             if isinstance(callback, EmbeddingProjector):
                 find_layer(self.model, callback.layer)
+                if callback.dataset is None:
+                    check_probe_size(callback.num_samples, len(self.datamodule.class_names))
         return self._instantiate_trainer(config, extra)
 
     def _exit_on_error(self, check: Any, *args: Any) -> None:

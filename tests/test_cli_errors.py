@@ -95,6 +95,7 @@ def bad_starts(tmp_path_factory):
         cases[f"ckpt-{name}"] = (["--ckpt_path", str(path)], path)
     for layer in BAD_LAYERS:
         cases[f"layer-{layer}"] = (["--embeddings.layer", layer], None)
+    cases["probe-too-small"] = (["--embeddings.num_samples", "5"], None)
 
     def run(case):
         args, path = cases[case]
@@ -119,6 +120,12 @@ def test_cli_bad_layer_is_one_line_and_writes_nothing(bad_starts, layer):
     result, workdir, _, _ = bad_starts[f"layer-{layer}"]
     assert_one_error_line(result, repr(layer), "choose one of: conv1, conv2, fc1, dropout, fc2")
     assert list(workdir.iterdir()) == []  # the failed start wrote nothing
+
+
+def test_cli_probe_set_smaller_than_the_classes_is_one_line_at_setup(bad_starts):
+    result, workdir, _, _ = bad_starts["probe-too-small"]
+    assert_one_error_line(result, "at least the 10 classes", "but got 5;", "--embeddings.num_samples 10")
+    assert list(workdir.iterdir()) == []  # it fails in setup, before training wrote anything
 
 
 @contextlib.contextmanager

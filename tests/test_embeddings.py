@@ -212,6 +212,12 @@ def test_embedding_projector_layer_outside_forward_fails_before_training(tmp_pat
     assert not (tmp_path / "run" / "projector_config.pbtxt").exists()  # failed at setup: nothing written
 
 
+def test_embedding_projector_probe_set_smaller_than_the_classes_fails_at_setup(tmp_path):
+    with pytest.raises(ValueError, match=r"at least the 10 classes.*but got 7; pass `--embeddings.num_samples 10`"):
+        fit(tmp_path, EmbeddingProjector(num_samples=7, tsne=False), max_steps=5)
+    assert not (tmp_path / "run" / "projector_config.pbtxt").exists()
+
+
 def test_embedding_projector_captures_other_layers(tmp_path):
     _, _, run_dir = fit(tmp_path, EmbeddingProjector(layer="fc1", every_n_train_steps=0, num_samples=30, tsne=False),
                         max_steps=2)
