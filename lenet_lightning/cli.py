@@ -151,7 +151,9 @@ class LeNetCLI(LightningCLI):
         kwargs.setdefault("formatter_class", PlainTextHelpFormatter)
         kwargs.setdefault("epilog", (
             f"Shipped configs, usable by name from any folder (--config quickstart): {', '.join(configs)}; "
-            f"they are in {next(iter(configs.values())).parent}."))
+            f"they are in {next(iter(configs.values())).parent}. "
+            "And `report RUN_DIR` (re)builds a run folder's plots, GIF and report.html from the folder alone: "
+            "`report --help`."))
         parser = super().init_parser(**kwargs)
         parser._option_string_actions["--config"].help = (
             "A YAML config file, or the name of a shipped config: " + ", ".join(configs) + ".")
@@ -295,6 +297,11 @@ def cli_main(args: list[str] | None = None) -> LeNetCLI:
     Example:
         >>> cli_main(["fit", "--config", "quickstart"])  # doctest: +SKIP
     """
+    given = sys.argv[1:] if args is None else list(args)
+    if given[:1] == ["report"]:  # not a Trainer subcommand: it reads a run folder, nothing else
+        from lenet_lightning import report
+
+        raise SystemExit(report.main(given[1:]))
     _quiet_upstream_noise()
     if args is None:
         # In place, so that DDP's launcher, which re-runs this command line, gets the same paths.

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lenet_lightning import plots, points, projector, tsne
+from lenet_lightning import animation, plots, points, projector, tsne
 from lenet_lightning.analysis import nearest_layout
 from lenet_lightning.atomic import write_atomically
 from lenet_lightning.scores import (
@@ -95,8 +95,13 @@ class SeriesInfo:
         return f"{self.layer}_step{step:07d}" if stage == "fit" else f"{self.layer}_{stage}_step{step:07d}"
 
     def write(self, run_dir: Path) -> None:
+        """Writes the info; a plot folder inside the run folder is written relative to it, so that
+        the folder can be moved, copied or shared and still says where its plots are."""
+        plot_dir = Path(self.plot_dir)
+        if plot_dir.is_relative_to(run_dir):
+            plot_dir = plot_dir.relative_to(run_dir)
         data = {"layer": self.layer, "class_names": list(self.class_names), "name": self.name,
-                "plot_dir": str(self.plot_dir), "class_layer": self.class_layer, "plot_format": self.plot_format,
+                "plot_dir": plot_dir.as_posix(), "class_layer": self.class_layer, "plot_format": self.plot_format,
                 "plot_dpi": self.plot_dpi, "perplexity": self.perplexity, "seed": self.seed,
                 "settle_threshold": self.settle_threshold}
         text = json.dumps(data, indent=1)
@@ -109,7 +114,10 @@ class SeriesInfo:
         path = _info_path(run_dir, layer)
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(**{**data, "class_names": tuple(data["class_names"]), "plot_dir": Path(data["plot_dir"])})
+            plot_dir = Path(run_dir) / data["plot_dir"]
+            if plot_dir.is_absolute() and (Path(run_dir) / data["name"]).is_dir():  # written absolute by 0.x: the
+                plot_dir = Path(run_dir) / data["name"]  # folder may have moved, and its plots with it
+            return cls(**{**data, "class_names": tuple(data["class_names"]), "plot_dir": plot_dir})
         name = cls.default_name(layer)
         entries = [tag for tag in projector.listed_embeddings(run_dir) if tag.startswith(f"{DEFAULT_LAYER}.weight_")]
         if entries:
@@ -284,6 +292,8 @@ def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, wri
     for capture in captures:
         row = rows.get(capture.tag, {})
         needs_map = capture.layout is None
+        if not needs_map and not (info.plot_dir / f"tsne_{capture.tag}.{info.plot_format}").is_file():
+            written.append(_plot_map(info, capture))  # a plot removed, or never written (killed mid-plot)
         if not needs_map and all(row.get(column) not in (None, "") for column in SCORE_COLUMNS[4:]):
             continue
         # A capture the run never finished (killed, or an older version): made now, from its entry.
@@ -307,6 +317,7 @@ def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, wri
         figure = plots.plot_evolution([c.layout for c in fit], fit[0].labels, info.class_names,
                                       [f"step {c.step}" for c in fit])
         written.append(_figure(info, writer, figure, "tsne_evolution", fit[-1].step))
+        written.append(_write_gif(info, writer, fit))
     summary = _write_dynamics(run_dir, info, [c for c in captures if c.stage == "fit"], writer, written)
     _write_points(run_dir, info, fit, writer, written)
     prefix = f"{projector.safe_tag(info.class_layer)}.weight_"
@@ -443,9 +454,24 @@ def _make_map(run_dir: Path, info: SeriesInfo, capture: StoredCapture, init: np.
     perplexity = tsne.effective_perplexity(len(capture.labels), info.perplexity)
     capture.layout = tsne.embed_2d(capture.features, init=init, perplexity=perplexity, seed=info.seed)
     projector.write_bookmarks(run_dir, capture.tag, [map_bookmark(info, capture.step, capture.tag, capture.layout)])
+    return _plot_map(info, capture)
+
+
+def _plot_map(info: SeriesInfo, capture: StoredCapture) -> Path:
     figure = plots.plot_embedding(capture.layout, capture.labels, info.class_names, title=capture.title())
     save_plot(info, figure, f"tsne_{capture.tag}")
     return info.plot_dir / f"tsne_{capture.tag}.{info.plot_format}"
+
+
+def _write_gif(info: SeriesInfo, writer: Writer | None, fit: list[StoredCapture]) -> Path:
+    """``tsne_evolution.gif``: the fit's maps, the points moving from one to the next; in the Images
+    tab too, where TensorBoard plays it."""
+    gif = animation.evolution_gif([c.layout for c in fit], fit[0].labels, info.class_names, [c.title() for c in fit])
+    path = info.plot_dir / "tsne_evolution.gif"
+    write_atomically(path, lambda stream: stream.write(gif))
+    if writer is not None:
+        writer.add_image(f"{info.name}/tsne_evolution_animated", gif, fit[-1].step)
+    return path
 
 
 def _figure(info: SeriesInfo, writer: Writer | None, figure: Any, name: str, step: int) -> Path:

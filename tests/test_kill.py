@@ -6,6 +6,7 @@ aimed by polling for a temporary file of the write to interrupt; the process is 
 (SIGSTOP), and killed only if that file is still there, i.e. the write is still under way.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -304,6 +305,8 @@ def test_kill_after_the_last_step_is_completed_by_a_resume(tmp_path):
     kill_during(proc, in_the_end_of_fit_figures(killed / RUN), "making the end-of-fit figures")
     code, output = finish(start_fit(uninterrupted, system_tmp, *overrides))
     assert code == 0, output[-3000:]
+    reported = tmp_path / "reported"
+    shutil.copytree(killed / RUN, reported)  # the killed run, completed by the report command alone
 
     proc = start_fit(killed, system_tmp, *overrides, "--trainer.logger.version", "0",
                      "--ckpt_path", str(RUN / "checkpoints" / "last.ckpt"))
@@ -312,3 +315,21 @@ def test_kill_after_the_last_step_is_completed_by_a_resume(tmp_path):
     assert_listed_files_whole(killed / RUN)
     assert series(killed / RUN) == series(uninterrupted / RUN)
     assert {"tsne_evolution.png", "class_vectors.png"} <= set(series(killed / RUN)[2])
+    # The dynamics and every point's story: the same numbers as the uninterrupted run's (the weights are).
+    assert dynamics_and_points(killed / RUN) == dynamics_and_points(uninterrupted / RUN)
+
+    report = subprocess.run([sys.executable, str(REPO / "cli.py"), "report", str(reported)], capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "settled at step" in report.stdout or "did not settle" in report.stdout
+    assert series(reported) == series(uninterrupted / RUN)
+    assert dynamics_and_points(reported) == dynamics_and_points(uninterrupted / RUN)
+
+
+def dynamics_and_points(run_dir):
+    """A run's representation-dynamics columns (to 6 decimals), its settled step and its ``points.csv``."""
+    columns = ("cka_prev", "cka_first", "knn_overlap_prev", "cka_final", "nc1", "settled")
+    rows = [tuple(row["tag"] if c == "tag" else f"{float(row[c]):.6f}" if row[c] else "" for c in ("tag", *columns))
+            for row in read_csv(run_dir / "embeddings" / "separation.csv")]
+    settled = json.loads((run_dir / "embeddings" / "dynamics.json").read_text())["settled_step"]
+    return rows, settled, (run_dir / "embeddings" / "points.csv").read_text()
