@@ -1,68 +1,56 @@
-"""The ``EmbeddingProjector`` callback: watch what a layer learns, capture by capture.
+"""The ``EmbeddingProjector`` callback: what needs Lightning to watch a layer learn.
 
-It decides *when* to capture, *what*, and *where* it goes. The work is done elsewhere:
-:mod:`lenet_lightning.capture` (probe set, forward pass, metadata, sprite images),
-:mod:`lenet_lightning.analysis` (the background t-SNE queue), :mod:`lenet_lightning.projector`
-(TensorBoard Projector files), :mod:`lenet_lightning.tsne` and :mod:`lenet_lightning.plots`.
+When to capture, the forward pass on rank 0, handing the work over, and checkpoint hooks. The rest
+is Lightning-free: :mod:`~lenet_lightning.capture` (probe set, forward pass),
+:mod:`~lenet_lightning.recorder` (one series on disk), :mod:`~lenet_lightning.analysis` (the
+background t-SNE queue), :mod:`~lenet_lightning.results` (the end of a series, from the run folder).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 from typing_extensions import override
 
-from lenet_lightning import capture, plots, projector, tsne
+from lenet_lightning import capture, plots, projector, trainer_io, tsne
 from lenet_lightning.analysis import Analysis, BackgroundAnalysis, Capture, CaptureKey
+from lenet_lightning.callback_state import checked_state, series_state
 from lenet_lightning.data import InMemoryImages
 from lenet_lightning.preflight import absolute
-from lenet_lightning.recorder import SeriesRecorder, image_summary
+from lenet_lightning.recorder import SeriesRecorder
 from lenet_lightning.results import DEFAULT_LAYER, SeriesInfo
 from lenet_lightning.scores import separation_scores
+from lenet_lightning.trainer_io import LoggersWriter, split_dataset, tell
 
 Schedule = Literal["fixed", "doubling"]
 ProbeSplit = Literal["train", "val", "test"]
-STATE_VERSION = 3  # 2: the version before the series recorder, still resumed
 
 
 class EmbeddingProjector(Callback):
     """Sends a layer's output on a fixed probe set to TensorBoard's Projector as training goes.
 
-    Each capture also gets a t-SNE plot and separation scores, and the run an evolution image; in
-    TensorBoard, each capture's entry opens labelled by class, with a bookmark that shows its t-SNE
-    map, and the plots are in the Images tab.
+    Each capture gets a Projector entry (labelled, with sprite thumbnails for image inputs, and a
+    bookmark of its aligned t-SNE map), a plot, a row of ``separation.csv`` and TensorBoard scalars;
+    the end of fit adds the run's results (:func:`~lenet_lightning.results.write_series_results`).
+    Works with any LightningModule and map-style dataset of ``(input, target)`` pairs: the probe set
+    is ``dataset`` when given, else the ``split``'s data (the datamodule's tensors for
+    ``LeNetDataModule``, else the dataset of that dataloader).
 
-    Works with any LightningModule and any map-style dataset of ``(input, target)`` pairs. The probe
-    set is ``dataset`` when given, else the ``split``'s data: from the datamodule's tensors when it
-    is an :class:`~lenet_lightning.data.InMemoryImages` (``LeNetDataModule``), else from the
-    dataset of the trainer's (or the datamodule's) ``split`` dataloader. Image inputs get sprite
-    thumbnails; ``predicted``, ``correct`` and ``confidence`` appear when the model returns one
-    logit per class.
-
-    A capture runs on global rank 0 only, in eval mode and without gradients, at step 0 (before any
-    update), at every scheduled step, and at the end of fit; ``validate`` and ``test`` capture once.
-    It draws no random numbers, so training is unchanged by it. t-SNE, scores and plots run in a
-    background thread at the lowest CPU priority (:class:`~lenet_lightning.analysis.BackgroundAnalysis`),
-    newest capture first, each map starting from the layout of the capture nearest in step; they get
-    every core when training pauses for validation and at the end. When captures come faster than
-    their maps, the older ones waiting get their silhouette at once and their maps at that pause (you
-    are told once); every capture keeps its projector entry, row and panel of the evolution image. A
-    checkpoint holds the captures not yet analysed, and a resume analyses them. A capture whose files
-    cannot be written is skipped with a warning: the run goes on.
-
-    Several instances coexist when they capture different layers (``state_key`` holds the layer).
-    The ``fc2`` series writes its plots to ``<log_dir>/embeddings`` and logs ``embeddings/*``
-    scalars; another layer's, to ``embeddings_<layer>``.
+    This class decides only *when*: at step 0, at every scheduled step and at the end of fit
+    (``validate`` and ``test`` capture once), on global rank 0, in eval mode, without gradients
+    and drawing no random numbers, so training is unchanged. What a capture writes is the
+    :class:`~lenet_lightning.recorder.SeriesRecorder`'s job; t-SNE, scores and plots run in a
+    background thread at the lowest priority (:class:`~lenet_lightning.analysis.BackgroundAnalysis`),
+    and a checkpoint holds the captures not analysed yet. Instances coexist when they capture
+    different layers (``state_key`` holds the layer): ``fc2`` writes to ``<log_dir>/embeddings``
+    and logs ``embeddings/*``; another layer to ``embeddings_<layer>``.
 
     Args:
         enabled: Turn the callback off without removing it (``--embeddings.enabled false``).
@@ -178,7 +166,7 @@ class EmbeddingProjector(Callback):
         if not self.enabled:
             return
         capture.find_layer(pl_module, self.layer)  # a wrong name fails now, on every rank
-        run_dir = self._run_dir(trainer)
+        run_dir = trainer_io.run_dir(trainer)
         self._probe = probe = self._draw_probe(trainer)
         if not trainer.is_global_zero:
             return
@@ -188,7 +176,7 @@ class EmbeddingProjector(Callback):
         perplexity = tsne.effective_perplexity(len(probe.labels), self.perplexity) if self.tsne else self.perplexity
         info = SeriesInfo(self.layer, probe.class_names, self.name, plot_dir, self.class_layer, self.plot_format,
                           self.plot_dpi, perplexity, self.seed, self.settle_threshold)
-        self._recorder = SeriesRecorder(run_dir, probe, info, sprites=self.sprites, writer=_LoggersWriter(trainer))
+        self._recorder = SeriesRecorder(run_dir, probe, info, sprites=self.sprites, writer=LoggersWriter(trainer))
         if len(probe.labels) < self.num_samples:
             rank_zero_info(f"EmbeddingProjector: the probe set has {len(probe.labels)} points: all of the "
                            f"{self.split} split (`num_samples={self.num_samples}` asked for more).")
@@ -202,22 +190,6 @@ class EmbeddingProjector(Callback):
                                                 device=None if device.type == "cpu" else device,
                                                 reload=self._recorder.read_features, change=self._recorder.change)
 
-    @staticmethod
-    def _run_dir(trainer: pl.Trainer) -> Path:
-        """The logger's run folder, made absolute once, here: loggers and ``default_root_dir`` may be
-        relative to the working folder (TensorBoard's default ``save_dir`` is ``.``), and every path
-        built from it must mean the same folder. Without a logger, a new ``embeddings/version_N`` so
-        that reruns in the same ``default_root_dir`` never overwrite each other."""
-        log_dir = trainer.log_dir  # broadcasts: every rank must call it
-        if trainer.logger is not None:
-            return Path(absolute(log_dir))
-        root = Path(absolute(trainer.default_root_dir)) / "embeddings"
-        version = 0
-        if trainer.is_global_zero:
-            while (root / f"version_{version}").exists():
-                version += 1
-        return root / f"version_{trainer.strategy.broadcast(version)}"
-
     @property
     def plot_dir(self) -> Path:
         """Where plots and ``separation.csv`` go."""
@@ -230,7 +202,7 @@ class EmbeddingProjector(Callback):
         if self.dataset is None and isinstance(datamodule, InMemoryImages):  # the fast path: tensors in memory
             images, labels = datamodule.split_tensors(self.split)
             return capture.probe_from_tensors(images, labels, datamodule.class_names, self.num_samples, self.seed)
-        dataset = self.dataset if self.dataset is not None else _split_dataset(trainer, self.split)
+        dataset = self.dataset if self.dataset is not None else split_dataset(trainer, self.split)
         if dataset is None:
             raise ValueError(
                 f"Expected {self.split} data to draw the embeddings probe set from (`split={self.split!r}`), "
@@ -353,7 +325,7 @@ class EmbeddingProjector(Callback):
         skipped = self._analysis.skipped
         self._analysis.submit(record)
         if trainer is not None and skipped == 0 < self._analysis.skipped:
-            _tell(trainer, "EmbeddingProjector: captures come faster than their t-SNE maps, so the newest is "
+            tell(trainer, "EmbeddingProjector: captures come faster than their t-SNE maps, so the newest is "
                            f"mapped first and those skipped ({self._analysis.skipped} so far) get their maps when "
                            "training pauses (validation, end of fit). Every capture still gets its projector "
                            "entry and silhouette score as it comes.")
@@ -373,13 +345,13 @@ class EmbeddingProjector(Callback):
         assert self._recorder is not None
         if self._analysis is not None:
             if self._analysis.pending:
-                _tell(trainer, f"EmbeddingProjector: waiting for {len(self._analysis.pending)} pending t-SNE "
+                tell(trainer, f"EmbeddingProjector: waiting for {len(self._analysis.pending)} pending t-SNE "
                                "plot(s)...")
             self._record_all(self._analysis.drain())
         settled = self._recorder.finish()
         if settled is not None:
-            _tell(trainer, settled)
-        _tell(trainer, f"EmbeddingProjector: projector entries in {self._recorder.run_dir}, plots in "
+            tell(trainer, settled)
+        tell(trainer, f"EmbeddingProjector: projector entries in {self._recorder.run_dir}, plots in "
                        f"{self._recorder.plot_dir}")
 
     # ------------------------------------------------------------- checkpointing
@@ -398,16 +370,9 @@ class EmbeddingProjector(Callback):
             return {}
         pending = self._analysis.pending if self._analysis is not None else []
         assert self._recorder is not None or not pending  # only rank 0 analyses
-        return {
-            "version": STATE_VERSION, "layer": self.layer, "split": self.split,
-            "split_size": self._probe.split_size, "probe_index": torch.from_numpy(self._probe.index.astype(np.int64)),
-            "layout_step": -1 if self._layout is None else self._layout[0],
-            "layout": None if self._layout is None else torch.from_numpy(self._layout[1]),
-            "pending": [{"step": p.step, "stage": p.stage, "probe_acc": p.probe_acc,
-                         "features": torch.from_numpy(p.features if p.features is not None
-                                                      else self._recorder.read_features(p.key))}  # type: ignore
-                        for p in pending],
-        }
+        return series_state(self.layer, self.split, self._probe.split_size, self._probe.index, self._layout,
+                            [(p, p.features if p.features is not None else self._recorder.read_features(p.key))
+                             for p in pending])
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -416,7 +381,7 @@ class EmbeddingProjector(Callback):
         yet go straight to the analysis (validate and test take the map only)."""
         if self._probe is None or not state_dict or state_dict.get("probe_index") is None:
             return  # disabled, saved before any capture, or with the callback off
-        state = _checked_state(state_dict)
+        state = checked_state(state_dict)
         probe = self._probe
         if (state["layer"], state["split"], state["split_size"]) != (self.layer, self.split, probe.split_size) or \
                 not np.array_equal(state["probe_index"], probe.index):
@@ -436,90 +401,6 @@ class EmbeddingProjector(Callback):
             for step, stage, probe_acc, features in state["pending"]:
                 self._queued.add((step, stage))
                 self._hand_over(None, Capture(step, stage, features, probe.labels, probe_acc))
-
-
-def _checked_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's callback state as plain values, version 3 or 2; a field that is missing or
-    malformed raises a ``ValueError`` that names it."""
-    def field(name: str, kind: type | tuple[type, ...], source: dict[str, Any] = state) -> Any:
-        value = source.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"Expected the checkpoint's EmbeddingProjector state `{name}` to be "
-                             f"{getattr(kind, '__name__', kind)}, but got {type(value).__name__}; "
-                             "the checkpoint is damaged or not from this package.")
-        return value
-
-    version = field("version", int)
-    if version not in (2, STATE_VERSION):
-        raise ValueError(f"Expected the checkpoint's EmbeddingProjector state `version` to be 2 or {STATE_VERSION}, "
-                         f"but got {version}; resume it with the version of lenet-lightning that wrote it.")
-    checked = {"layer": field("layer", str), "split": field("split", str), "split_size": field("split_size", int),
-               "probe_index": field("probe_index", torch.Tensor).numpy()}
-    if version == STATE_VERSION:
-        layout = state.get("layout")
-        checked["layout_step"] = field("layout_step", int)
-        checked["layout"] = None if layout is None else field("layout", torch.Tensor).numpy()
-    else:  # version 2 kept every layout: the newest fit one seeds the next map
-        fit = [item for item in field("layouts", list) if item[1] == "fit"]
-        checked["layout_step"] = int(fit[-1][0]) if fit else -1
-        checked["layout"] = torch.as_tensor(fit[-1][2]).numpy() if fit else None
-    pending = []
-    for item in field("pending", list):
-        acc = item.get("probe_acc") if isinstance(item, dict) else None
-        pending.append((field("step", int, item), field("stage", str, item),
-                        None if acc is None else float(field("probe_acc", (float, int), item)),
-                        field("features", torch.Tensor, item).numpy()))
-    checked["pending"] = pending
-    return checked
-
-
-class _LoggersWriter:
-    """The series' TensorBoard values through the trainer's loggers: scalars to each, images (as
-    encoded, never encoded again) to each TensorBoard logger's own writer."""
-
-    def __init__(self, trainer: pl.Trainer) -> None:
-        self.trainer = trainer
-
-    def add_scalars(self, values: Mapping[str, float], step: int) -> None:
-        for logger in self.trainer.loggers:
-            logger.log_metrics(dict(values), step=step)
-
-    def add_image(self, tag: str, encoded: bytes, step: int) -> None:
-        for logger in self.trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment._get_file_writer().add_summary(image_summary(tag, encoded), step)
-
-
-def _split_dataset(trainer: pl.Trainer, split: str) -> Any:
-    """The dataset of the ``split`` dataloader the trainer was given (the first one, when there are
-    several), from the datamodule or the dataloaders passed to ``fit``/``validate``/``test``; ``None``
-    when there is none. Read before the loops load them: the probe set is drawn in ``setup``."""
-    loops: Any = {"train": [trainer.fit_loop], "val": [trainer.fit_loop.epoch_loop.val_loop, trainer.validate_loop],
-                  "test": [trainer.test_loop]}[split]
-    for loop in loops:
-        source = getattr(loop, "_data_source", None)  # Lightning's own record of what it was given
-        if source is None or source.instance is None or not source.is_defined():
-            continue
-        try:
-            loaders = source.dataloader()
-        except NotImplementedError:  # LightningDataModule's default: the datamodule has no such split
-            continue
-        while isinstance(loaders, (list, tuple, dict)) and loaders:
-            loaders = next(iter(loaders.values())) if isinstance(loaders, dict) else loaders[0]
-        dataset = getattr(loaders, "dataset", None)
-        if dataset is not None:
-            return dataset
-    return None
-
-
-def _tell(trainer: pl.Trainer, message: str) -> None:
-    """Prints ``message`` on its own line: through the progress bar while one is shown (a plain
-    print would be glued to the end of the bar), else to Lightning's log."""
-    bar = trainer.progress_bar_callback
-    if bar is not None and trainer.is_global_zero:
-        bar.print(message)
-    else:
-        rank_zero_info(message)
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

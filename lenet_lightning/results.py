@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lenet_lightning import animation, plots, points, projector, tsne
+from lenet_lightning import animation, plots, points, projector, report_page, tsne
 from lenet_lightning.analysis import nearest_layout
 from lenet_lightning.atomic import write_atomically
 from lenet_lightning.scores import (
@@ -38,6 +38,7 @@ SCORE_COLUMNS = ("tag", "step", "stage", "probe_acc", "silhouette", "knn_acc_2d"
 FEATURE_SCORES = ("probe_acc", "silhouette")  # known without a 2-D map: a gap has them at once
 MAP_SCORES = ("knn_acc_2d", "trustworthiness")
 DYNAMICS_PLOTTED = ("probe_acc", "cka_prev", "knn_overlap_prev", "cka_final", "nc1")
+REPORT_CURVES = ("probe_acc", *SCORE_COLUMNS[4:], "cka_prev", "knn_overlap_prev", "cka_final", "nc1")
 CKA_MATRIX_BYTES = 512 * 2**20  # the heatmap holds every capture centred in float64: skipped above this
 TRAJECTORIES = "{layer}_trajectories"
 DEFAULT_LAYER = "fc2"
@@ -318,8 +319,10 @@ def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, wri
                                       [f"step {c.step}" for c in fit])
         written.append(_figure(info, writer, figure, "tsne_evolution", fit[-1].step))
         written.append(_write_gif(info, writer, fit))
-    summary = _write_dynamics(run_dir, info, [c for c in captures if c.stage == "fit"], writer, written)
-    _write_points(run_dir, info, fit, writer, written)
+    summary, settled = _write_dynamics(run_dir, info, [c for c in captures if c.stage == "fit"], writer, written)
+    hardest = _write_points(run_dir, info, fit, writer, written)
+    if fit:
+        written.append(_write_report_page(run_dir, info, fit, settled, hardest))
     prefix = f"{projector.safe_tag(info.class_layer)}.weight_"
     vectors = [tag for tag in projector.listed_embeddings(run_dir) if tag.startswith(prefix)]
     vectors = [tag for tag in vectors if _TAG.fullmatch(tag.replace(".weight", ""))]
@@ -335,11 +338,12 @@ def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, wri
 
 
 def _write_dynamics(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], writer: Writer | None,
-                    written: list[Path]) -> str | None:
+                    written: list[Path]) -> tuple[str | None, int | None]:
     """CKA of every fit capture to the final one, the settled step, change scores a killed run never
-    made, the heatmap and the dynamics figure. Features are read one capture at a time."""
+    made, the heatmap and the dynamics figure. Features are read one capture at a time. Returns the
+    line that says when the series settled, and the step."""
     if len(fit) < 2:
-        return None
+        return None, None
     final = projector.read_embedding(run_dir, fit[-1].tag).tensor
     keep = 8 * final.size * len(fit) <= CKA_MATRIX_BYTES
     rows = read_scores_csv(info.plot_dir / "separation.csv")
@@ -385,24 +389,25 @@ def _write_dynamics(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], w
     written.append(_figure(info, writer, figure, "dynamics", steps[-1]))
     if settled is None:
         return (f"EmbeddingProjector: {info.layer} did not settle: its linear CKA to the final capture is not at or "
-                f"above {info.settle_threshold} from any capture on.")
+                f"above {info.settle_threshold} from any capture on."), None
     return (f"EmbeddingProjector: {info.layer} settled at step {settled}: its linear CKA to the final capture "
-            f"stays at or above {info.settle_threshold} from there on.")
+            f"stays at or above {info.settle_threshold} from there on."), settled
 
 
 def _write_points(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], writer: Writer | None,
-                  written: list[Path]) -> None:
+                  written: list[Path]) -> list[int] | None:
     """Each probe point's story over the mapped fit captures: ``points.csv``, the data map, the
-    hardest images, ``layouts.npz`` and the trajectories entry."""
+    hardest images, ``layouts.npz`` and the trajectories entry. Returns the hardest points, when the
+    model predicts classes."""
     if not fit:
-        return
+        return None
     steps = np.array([c.step for c in fit])
     dataset_index = np.array([int(i) for i in fit[0].metadata.get("index", range(len(fit[0].labels)))])
     points.write_layouts(info.plot_dir / "layouts.npz", steps, [c.layout for c in fit], dataset_index)
     written.append(info.plot_dir / "layouts.npz")
     write_trajectories(run_dir, info, fit)
     if not all("p_true" in c.metadata for c in fit):  # no class predictions (or an older run)
-        return
+        return None
     predicted, p_true, labels = points.history_from_metadata([c.metadata for c in fit], info.class_names)
     summary = points.point_summary(steps, predicted, p_true, labels)
     points.write_points_csv(info.plot_dir / "points.csv", summary, np.arange(len(labels)), dataset_index, labels,
@@ -410,15 +415,43 @@ def _write_points(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], wri
     written.append(info.plot_dir / "points.csv")
     figure = plots.plot_data_map(summary["p_true_mean"], summary["p_true_std"], summary["fraction_correct"])
     written.append(_figure(info, writer, figure, "data_map", int(steps[-1])))
+    hardest = [int(i) for i in points.hardest(summary, n=min(30, len(labels)))]
     sprite = projector.read_embedding(run_dir, fit[-1].tag, tensor=False).info.sprite
     if sprite.image_path:
-        hardest = points.hardest(summary, n=min(30, len(labels)))
         width, height = sprite.single_image_dim
         images = points.sprite_thumbnails(run_dir / sprite.image_path, (height, width), hardest)
         titles = [f"#{i} {info.class_names[labels[i]]} → {info.class_names[summary['last_predicted'][i]]}"
                   for i in hardest]
         figure = plots.plot_hardest(images, titles)
         written.append(_figure(info, writer, figure, "hardest", int(steps[-1])))
+    return hardest
+
+
+def _write_report_page(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], settled: int | None,
+                       hardest: list[int] | None) -> Path:
+    """``report.html``: the fit's maps, each point's prediction and thumbnail, and the run's curves,
+    in one file that needs nothing else."""
+    index = {name: i for i, name in enumerate(info.class_names)}
+    predicted = p_true = None
+    if all("predicted" in c.metadata for c in fit):
+        predicted = [np.array([index[name] for name in c.metadata["predicted"]]) for c in fit]
+    if all("p_true" in c.metadata for c in fit):
+        p_true = [np.array([_number(cell) if _number(cell) is not None else np.nan for cell in c.metadata["p_true"]])
+                  for c in fit]
+    rows = read_scores_csv(info.plot_dir / "separation.csv")
+    curves = {name: [_number(rows.get(c.tag, {}).get(name)) for c in fit] for name in REPORT_CURVES}
+    sprite = projector.read_embedding(run_dir, fit[-1].tag, tensor=False).info.sprite
+    sprite_png = thumb = None
+    if sprite.image_path and (run_dir / sprite.image_path).is_file():
+        sprite_png = (run_dir / sprite.image_path).read_bytes()
+        thumb = (sprite.single_image_dim[1], sprite.single_image_dim[0])  # (height, width)
+    page = report_page.report_html(
+        title=f"{info.layer} of {run_dir.name}", class_names=info.class_names, labels=fit[0].labels,
+        steps=[c.step for c in fit], layouts=[c.layout for c in fit], predicted=predicted, p_true=p_true,
+        curves=curves, settled_step=settled, sprite_png=sprite_png, thumb_size=thumb, hardest=hardest)
+    path = info.plot_dir / "report.html"
+    write_atomically(path, lambda stream: stream.write(page.encode("utf-8")))
+    return path
 
 
 def write_trajectories(run_dir: Path, info: SeriesInfo, fit: Sequence[StoredCapture] | None = None) -> None:

@@ -551,8 +551,8 @@ def test_embedding_projector_captures_faster_than_their_maps_all_end_complete_an
     from lenet_lightning import plots as plots_module
 
     told, titles = [], []
-    real_tell, real_evolution = embeddings_module._tell, plots_module.plot_evolution
-    monkeypatch.setattr(embeddings_module, "_tell", lambda trainer, message: (told.append(message),
+    real_tell, real_evolution = embeddings_module.tell, plots_module.plot_evolution
+    monkeypatch.setattr(embeddings_module, "tell", lambda trainer, message: (told.append(message),
                                                                               real_tell(trainer, message)))
     monkeypatch.setattr(plots_module, "plot_evolution",
                         lambda layouts, labels, names, panel_titles: (titles.extend(panel_titles),
