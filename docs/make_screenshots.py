@@ -1,11 +1,12 @@
 """Makes the README's pictures with the project's own commands: a short fit, a real TensorBoard,
 and headless Chromium.
 
-    python docs/make_screenshots.py            # writes docs/tsne_evolution.png, docs/projector_*.png
+    python docs/make_screenshots.py    # docs/tsne_evolution.{png,gif}, dynamics.png, data_map.png, projector_*.png
 
 It runs ``python cli.py fit --config configs/quickstart.yaml`` (3 epochs) in a temporary folder,
-serves it with ``tensorboard --logdir``, opens the Projector, selects the latest capture and clicks
-its bookmark, as a user would. Needs Chromium (Debian package ``chromium``); about 3 minutes on 2
+copies the run's own figures and GIF, serves it with ``tensorboard --logdir``, opens the Projector,
+selects the latest capture and clicks its bookmark, then the trajectories entry and its bookmark,
+as a user would. Needs Chromium (Debian package ``chromium``); about 3 minutes on 2
 CPU cores.
 """
 
@@ -27,6 +28,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the same browser driver as the browse
 
 from chromium import Chromium, find_chromium, in_projector  # noqa: E402
 
+COPIED = ("tsne_evolution.png", "tsne_evolution.gif", "dynamics.png", "data_map.png")
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,9 +50,12 @@ def main(argv: list[str] | None = None) -> None:
             config = REPO / "configs" / "quickstart.yaml"
             subprocess.run([sys.executable, str(REPO / "cli.py"), "fit", "--config", str(config),
                             "--trainer.default_root_dir", str(root), "--trainer.max_epochs", str(args.epochs),
-                            "--trainer.enable_progress_bar", "false", "--embeddings.every_n_train_steps", "25"],
+                            "--trainer.enable_progress_bar", "false", "--embeddings.every_n_train_steps", "10"],
                            cwd=root, check=True)
-        shutil.copyfile(run_dir / "embeddings" / "tsne_evolution.png", args.out / "tsne_evolution.png")
+        for name in COPIED:
+            if not (run_dir / "embeddings" / name).is_file():
+                sys.exit(f"Expected the run to write embeddings/{name}, but it did not; see its output above.")
+            shutil.copyfile(run_dir / "embeddings" / name, args.out / name)
         url, server = serve(root / "lightning_logs", Path(tmp) / "tensorboard.log")
         try:
             with Chromium(chromium, Path(tmp) / "profile", width=1400, height=860) as browser:
@@ -88,18 +94,26 @@ def shoot_projector(browser: Chromium, url: str, run_dir: Path, out: Path) -> No
     latest = [e for e in config.embeddings if e.tensor_name.startswith("fc2_step")][-1]
     browser.navigate(f"{url}/#projector")
     browser.wait_for(in_projector("return P && P.dataPanel && P.dataPanel.tensorNames;"), what="the Projector")
-    name = json.dumps(latest.tensor_name)
+    shoot_entry(browser, latest.tensor_name, latest.tensor_shape[0], out / "projector_bookmark.png")
+    trajectories = next(e for e in config.embeddings if e.tensor_name == "fc2_trajectories")
+    shoot_entry(browser, trajectories.tensor_name, trajectories.tensor_shape[0], out / "projector_trajectories.png")
+
+
+def shoot_entry(browser: Chromium, tensor_name: str, n_points: int, path: Path) -> None:
+    """Selects an entry in the open Projector, clicks its bookmark and takes the screenshot."""
+    name = json.dumps(tensor_name)
     browser.evaluate(in_projector(f"P.dataPanel.selectedTensor = {name};"))
     browser.wait_for(in_projector(
         f"return P.dataPanel.selectedTensor === {name} && P.dataSet && P.dataSet.points.length === "
-        f"{latest.tensor_shape[0]} && (P.bookmarkPanel.savedStates || []).length === 1 && "
-        "!P.shadowRoot.querySelector('#notification-dialog').opened;"), what=f"{latest.tensor_name} to load")
+        f"{n_points} && "
+        "(P.bookmarkPanel.savedStates || []).length === 1 && "
+        "!P.shadowRoot.querySelector('#notification-dialog').opened;"), what=f"{tensor_name} to load")
     click = "P.bookmarkPanel.shadowRoot.querySelector('.state-radio paper-icon-button').click();"
     browser.evaluate(in_projector(click))
     browser.wait_for(in_projector("return P.projection && P.projection.projectionType === 'custom';"),
                      what="the bookmark")
-    time.sleep(2)  # sprites and labels are drawn on the next frames
-    browser.screenshot(out / "projector_bookmark.png")
+    time.sleep(2)  # sprites, labels and lines are drawn on the next frames
+    browser.screenshot(path)
 
 
 def shoot_images_tab(browser: Chromium, url: str, out: Path) -> None:

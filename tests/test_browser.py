@@ -193,3 +193,50 @@ def test_projector_opens_the_whole_10000_image_test_set_with_its_sprite(tmp_path
         assert error_dialog(browser) is None
         browser.screenshot(tmp_path / "projector_10000.png")
         assert upstream_races_left_out(browser.exceptions()) == []
+
+
+def test_projector_draws_each_images_trajectory_and_colours_by_its_numeric_columns(tmp_path, tensorboard_server):
+    # A quickstart fit with 3+ fit captures, then its `fc2_trajectories` entry: every capture's map, each
+    # image linked to itself at the next capture through the sequence column the Projector reads
+    # (vz_projector's data.ts: `__next__` or `__seq_next__`).
+    fit = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "fit", "--config", str(REPO / "configs" / "quickstart.yaml"),
+         "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1", "--trainer.enable_progress_bar",
+         "false", "--embeddings.every_n_train_steps", "15", "--embeddings.num_samples", "100"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    steps = [int(tag[-7:]) for tag in fc2_tags(run_dir)]
+    n_points = len(read_projector(run_dir)[fc2_tags(run_dir)[0]][0])
+    assert len(steps) >= 3 and n_points == 100
+
+    url = tensorboard_server(tmp_path / "lightning_logs")
+    with Chromium(CHROMIUM, tmp_path / "profile", log_path=tmp_path / "chromium.log") as browser:
+        assert "fc2_trajectories" in open_projector(browser, url)
+        select_tensor(browser, "fc2_trajectories", len(steps) * n_points)
+        # One sequence per probe image, through its captures in step order.
+        paths = browser.evaluate(in_projector(
+            "return P.dataSet.sequences.map(s => s.pointIndices.map(i => +P.dataSet.points[i].metadata.step));"))
+        assert len(paths) == n_points and all(path == steps for path in paths)
+        # "Color by" offers the step and the per-point columns, which the Projector's metadata stats read as
+        # numbers; it draws a gradient (not categories) only for a numeric column with more than 50
+        # distinct values (vz_projector's tooManyUniqueValues), e.g. p_true here.
+        stats = browser.evaluate(in_projector(
+            "return Object.fromEntries(P.dataSet.spriteAndMetadataInfo.stats.map("
+            "s => [s.name, [s.isNumeric, s.tooManyUniqueValues]]));"))
+        for column in ("step", "p_true", "forgotten", "flips", "correct_since"):
+            assert stats[column][0] is True, (column, stats[column])
+        assert stats["p_true"] == [True, True]  # > 50 distinct probabilities: a gradient
+        options = browser.evaluate(in_projector("return P.dataPanel.colorOptions.map(o => o.name);"))
+        assert {"step", "p_true", "forgotten", "flips", "label"} <= set(options)
+        # Its bookmark shows the maps, coloured by step.
+        browser.wait_for(in_projector("return (P.bookmarkPanel.savedStates || []).length === 1;"),
+                         what="the trajectories bookmark")
+        browser.evaluate(in_projector(
+            "P.bookmarkPanel.shadowRoot.querySelector('.state-radio paper-icon-button').click();"))
+        browser.wait_for(in_projector("return P.projection && P.projection.projectionType === 'custom' && "
+                                      "P.dataPanel.selectedColorOptionName === 'step';"),
+                         what="the bookmark coloured by step")
+        assert error_dialog(browser) is None
+        browser.screenshot(tmp_path / "projector_trajectories.png")
+        assert upstream_races_left_out(browser.exceptions()) == []

@@ -106,6 +106,24 @@ def test_readme_ls_command_lists_the_plots(clone):
     assert {"tsne_evolution.png", "class_vectors.png", "separation.csv"} <= set(result.stdout.split())
 
 
+def test_readme_report_command_remakes_the_offline_results_from_the_run_folder(clone):
+    folder, _ = clone
+    plots = folder / "lightning_logs" / "version_0" / "embeddings"
+    made = {"report.html", "tsne_evolution.gif", "tsne_evolution.png", "dynamics.json", "points.csv"}
+    assert made <= {p.name for p in plots.iterdir()}  # the run's own end of fit made them
+    before = {name: (plots / name).read_bytes() for name in made}
+    for name in made:
+        (plots / name).unlink()
+    result = run(readme_command("cli.py report"), folder)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "settled" in result.stdout  # the dynamics summary line, settled or not
+    for name in ("tsne_evolution.png", "dynamics.json", "points.csv"):
+        assert (plots / name).read_bytes() == before[name], name  # the same files, from the folder alone
+    html = (plots / "report.html").read_text(encoding="utf-8")
+    assert "http://" not in html and "https://" not in html
+    assert (plots / "tsne_evolution.gif").read_bytes()[:6] == b"GIF89a"
+
+
 @pytest.mark.parametrize(("subcommand", "version", "metric"), [("test", 1, "test/acc"), ("validate", 2, "val/acc")])
 def test_readme_test_and_validate_commands_score_the_best_checkpoint(clone, subcommand, version, metric):
     folder, _ = clone
