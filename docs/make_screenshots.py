@@ -96,6 +96,8 @@ def shoot_projector(browser: Chromium, url: str, run_dir: Path, out: Path) -> No
     browser.wait_for(in_projector("return P && P.dataPanel && P.dataPanel.tensorNames;"), what="the Projector")
     shoot_entry(browser, latest.tensor_name, latest.tensor_shape[0], out / "projector_bookmark.png")
     trajectories = next(e for e in config.embeddings if e.tensor_name == "fc2_trajectories")
+    browser.navigate(f"{url}/#projector")  # afresh: a switch from another entry leaves its toast on screen
+    browser.wait_for(in_projector("return P && P.dataPanel && P.dataPanel.tensorNames;"), what="the Projector")
     shoot_entry(browser, trajectories.tensor_name, trajectories.tensor_shape[0], out / "projector_trajectories.png")
 
 

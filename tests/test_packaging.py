@@ -37,7 +37,8 @@ def test_sdist_holds_tests_configs_license_and_the_cli(dist):
     tests = {f"tests/{path.name}" for path in (REPO / "tests").glob("*.py")}
     configs = {f"lenet_lightning/configs/{path.name}" for path in (REPO / "lenet_lightning" / "configs").glob("*.yaml")}
     assert {"tests/conftest.py", "tests/helpers.py"} <= tests
-    assert tests | configs | {"LICENSE", "README.md", "cli.py", "pyproject.toml", "bench/README.md"} <= names
+    assert tests | configs | {"LICENSE", "README.md", "CONTRIBUTING.md", "cli.py", "pyproject.toml", "bench/README.md",
+                                 "docs/tsne_evolution.gif", "docs/live_projector.md"} <= names
 
 
 def test_wheel_holds_the_package_its_configs_and_license_not_the_tests(dist):
