@@ -131,7 +131,7 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def forward_layer(module: nn.Module, layer: str, inputs: torch.Tensor, device: torch.device | str = "cpu",
                   chunk: int | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Runs ``inputs`` through ``module`` in eval mode and returns what ``layer`` output, flattened

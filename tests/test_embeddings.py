@@ -310,6 +310,9 @@ def test_embedding_projector_bookmarks_each_capture_and_logs_its_plots_as_images
     assert [image.step for image in events.Images("embeddings/tsne_evolution")] == [20]
     assert [image.step for image in events.Images("embeddings/class_vectors")] == [20]
     assert events.Images("embeddings/tsne")[-1].encoded_image_string.startswith(b"\x89PNG")
+    (animated,) = events.Images("embeddings/tsne_evolution_animated")  # the GIF, which the Images tab plays
+    assert animated.step == 20 and animated.encoded_image_string == (
+        run_dir / "embeddings" / "tsne_evolution.gif").read_bytes()
 
 
 # --- any model, any data --------------------------------------------------------------------------
