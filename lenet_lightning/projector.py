@@ -68,50 +68,6 @@ _EMPTY_ROW_PLACEHOLDER = "<empty>"  # viewers skip blank lines, which would shif
 Metadata = Mapping[str, Sequence[object]] | Sequence[object] | np.ndarray
 
 
-@dataclass(frozen=True)
-class EmbeddingEntry:
-    """One projector embedding as written by :func:`write_embedding`; paths are relative to the run dir.
-
-    Args:
-        tensor_name: The embedding's name in the projector (a :func:`safe_tag`).
-        tensor_path: The tensor file, ``tensor.bytes`` (raw float32) or ``tensor.tsv``.
-        tensor_shape: ``(N, D)``.
-        metadata_path: The metadata TSV, or ``None``.
-        sprite_path: The sprite PNG shared by all entries, or ``None``.
-        sprite_thumb_size: ``(height, width)`` of one sprite thumbnail, or ``None``.
-        num_nonfinite_rows: How many rows held NaN or inf and were written with those values as 0.
-        bookmarks_path: The bookmarks JSON (saved Projector views), or ``None``.
-
-    Example:
-        >>> entry = EmbeddingEntry("fc2", "projector/fc2/tensor.bytes", (4, 10))
-        >>> entry.to_proto().tensor_shape
-        [4, 10]
-    """
-
-    tensor_name: str
-    tensor_path: str
-    tensor_shape: tuple[int, int]
-    metadata_path: str | None = None
-    sprite_path: str | None = None
-    sprite_thumb_size: tuple[int, int] | None = None
-    num_nonfinite_rows: int = 0
-    bookmarks_path: str | None = None
-
-    def to_proto(self) -> EmbeddingInfo:
-        """Returns the entry as TensorBoard's ``EmbeddingInfo`` proto."""
-        info = EmbeddingInfo(tensor_name=self.tensor_name, tensor_path=self.tensor_path, tensor_shape=self.tensor_shape)
-        if self.metadata_path is not None:
-            info.metadata_path = self.metadata_path
-        if self.bookmarks_path is not None:
-            info.bookmarks_path = self.bookmarks_path
-        if self.sprite_path is not None:
-            info.sprite.image_path = self.sprite_path
-            if self.sprite_thumb_size is not None:
-                height, width = self.sprite_thumb_size
-                info.sprite.single_image_dim.extend([width, height])  # the proto wants [width, height]
-        return info
-
-
 def safe_tag(name: str) -> str:
     """Returns ``name`` with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``.
 
@@ -213,7 +169,7 @@ def write_embedding(
     metadata: Metadata | None = None,
     sprite_path: str | Path | None = None,
     sprite_thumb_size: tuple[int, int] | None = None,
-) -> EmbeddingEntry:
+) -> EmbeddingInfo:
     """Writes one embedding's tensor and metadata under ``run_dir``, then lists it in the run's config.
 
     Non-finite values are written as 0 with a warning, since the viewer cannot place them. Writing
@@ -234,7 +190,7 @@ def write_embedding(
             required with ``sprite_path``.
 
     Returns:
-        The entry as listed in ``projector_config.pbtxt``, with how many rows were non-finite.
+        The entry as listed in ``projector_config.pbtxt``: TensorBoard's ``EmbeddingInfo``.
 
     Raises:
         TypeError: If ``embeddings``, ``metadata`` or ``sprite_thumb_size`` have the wrong type.
@@ -285,22 +241,20 @@ def write_embedding(
         text = "".join("\t".join(row) + "\n" for row in rows)
         write_atomically(asset_dir / _METADATA_TSV, lambda f: f.write(text.encode("utf-8")))
 
-    entry = EmbeddingEntry(
-        tensor_name=name,
-        tensor_path=(asset_rel / tensor_file).as_posix(),
-        tensor_shape=(n, values.shape[1]),
-        metadata_path=None if rows is None else (asset_rel / _METADATA_TSV).as_posix(),
-        sprite_path=None if sprite_rel is None else sprite_rel.as_posix(),
-        sprite_thumb_size=None if sprite_rel is None else sprite_thumb_size,
-        num_nonfinite_rows=num_nonfinite_rows,
-    )
+    entry = EmbeddingInfo(tensor_name=name, tensor_path=(asset_rel / tensor_file).as_posix(),
+                          tensor_shape=[n, values.shape[1]])
+    if rows is not None:
+        entry.metadata_path = (asset_rel / _METADATA_TSV).as_posix()
+    if sprite_rel is not None:
+        entry.sprite.image_path = sprite_rel.as_posix()
+        entry.sprite.single_image_dim.extend([sprite_thumb_size[1], sprite_thumb_size[0]])  # [width, height]
     # Files from an earlier write of this tag in the other format stay: a running TensorBoard
     # keeps serving the config it read at start-up, which may still point at them.
     update_projector_config(root, [entry])
     return entry
 
 
-def update_projector_config(run_dir: str | Path, entries: Sequence[EmbeddingEntry | EmbeddingInfo]) -> None:
+def update_projector_config(run_dir: str | Path, entries: Sequence[EmbeddingInfo]) -> None:
     """Merges ``entries`` into ``<run_dir>/projector_config.pbtxt`` by ``tensor_name``, atomically.
 
     An entry whose name is already listed replaces it in place; new names are appended in order;
@@ -309,32 +263,27 @@ def update_projector_config(run_dir: str | Path, entries: Sequence[EmbeddingEntr
 
     Args:
         run_dir: The run directory holding (or to hold) the config.
-        entries: :class:`EmbeddingEntry` objects or ``EmbeddingInfo`` protos.
+        entries: TensorBoard's ``EmbeddingInfo`` protos.
 
     Raises:
-        TypeError: If an entry is neither an ``EmbeddingEntry`` nor an ``EmbeddingInfo``.
+        TypeError: If an entry is not an ``EmbeddingInfo``.
         ValueError: If an entry has no ``tensor_name``, one of its paths resolves outside
             ``run_dir``, or the existing config cannot be parsed.
 
     Example:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as run_dir:
-        ...     update_projector_config(run_dir, [EmbeddingEntry("a", "projector/a/tensor.bytes", (2, 3))])
-        ...     update_projector_config(run_dir, [EmbeddingEntry("a", "projector/a/tensor.tsv", (2, 3))])
+        ...     update_projector_config(run_dir, [EmbeddingInfo(tensor_name="a", tensor_path="a/tensor.bytes")])
+        ...     update_projector_config(run_dir, [EmbeddingInfo(tensor_name="a", tensor_path="a/tensor.tsv")])
         ...     print(open(os.path.join(run_dir, CONFIG_FILENAME)).read().count("tensor_name"))
         1
     """
     root = Path(os.path.realpath(run_dir))
     infos = []
     for entry in entries:
-        if isinstance(entry, EmbeddingEntry):
-            info = entry.to_proto()
-        elif isinstance(entry, EmbeddingInfo):
-            info = entry
-        else:
-            raise TypeError(
-                f"Expected `entries` to hold EmbeddingEntry or EmbeddingInfo objects, but got {type(entry).__name__}."
-            )
+        if not isinstance(entry, EmbeddingInfo):
+            raise TypeError(f"Expected `entries` to hold EmbeddingInfo objects, but got {type(entry).__name__}.")
+        info = entry
         if not info.tensor_name:
             raise ValueError(f"Expected every entry to have a `tensor_name`, but got {info}.")
         for field, rel in (

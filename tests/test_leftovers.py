@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 from helpers import REPO, read_projector
+from tensorboard.plugins.projector.projector_config_pb2 import EmbeddingInfo
 
 from lenet_lightning.atomic import TEMPORARY_NAME
 from lenet_lightning.projector import (
-    EmbeddingEntry,
     remove_leftovers,
     update_projector_config,
     write_embedding,
@@ -79,7 +79,8 @@ def test_remove_leftovers_never_removes_a_listed_file_or_other_names(tmp_path):
     odd = run_dir / "projector" / "odd" / ".tensor.bytes.0123abcd.tmp"
     odd.parent.mkdir(parents=True)
     odd.write_bytes(np.ones((2, 3), "<f4").tobytes())
-    update_projector_config(run_dir, [EmbeddingEntry("odd", "projector/odd/.tensor.bytes.0123abcd.tmp", (2, 3))])
+    listed = EmbeddingInfo(tensor_name="odd", tensor_path=str(odd.relative_to(run_dir)), tensor_shape=[2, 3])
+    update_projector_config(run_dir, [listed])
     kept = [run_dir / name for name in ("notes.tmp", ".hidden.tmp", ".a.0123ABCD.tmp", ".a.0123abc.tmp",
                                         "a.0123abcd.tmp", ".a.0123abcd.tmp.bak")]
     for path in kept:

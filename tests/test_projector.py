@@ -16,7 +16,6 @@ from torch.utils.tensorboard import SummaryWriter
 
 from lenet_lightning.projector import (
     CONFIG_FILENAME,
-    EmbeddingEntry,
     layout_bookmark,
     safe_tag,
     update_projector_config,
@@ -149,10 +148,9 @@ def test_write_embedding_writes_binary_tensor_and_config_entry(tmp_path):
 
     assert entry.tensor_name == "fc2_step_1"
     assert entry.tensor_path == "projector/fc2_step_1/tensor.bytes"
-    assert entry.num_nonfinite_rows == 0
     np.testing.assert_array_equal(_tensorboard_reads(tmp_path, entry), x.astype(np.float32))
     (info,) = _config(tmp_path).embeddings
-    assert info == entry.to_proto()
+    assert info == entry
     assert list(info.tensor_shape) == [50, 10]
     assert not info.metadata_path and not info.HasField("sprite")
     assert not list(tmp_path.rglob(".*.tmp"))
@@ -231,7 +229,6 @@ def test_write_embedding_nonfinite_rows_become_zero_with_warning(tmp_path):
     with pytest.warns(RuntimeWarning, match="'fc2 step 5': 2 of 4 rows"):
         entry = write_embedding(tmp_path, "fc2 step 5", x)
 
-    assert entry.num_nonfinite_rows == 2
     with np.errstate(over="ignore"):
         expected = x.astype(np.float32)
     expected[1, 0] = 0
@@ -248,7 +245,7 @@ def test_write_embedding_sprite_is_referenced_relative_to_run_dir(tmp_path):
         sprite_path=tmp_path / "projector" / "sprite.png",
         sprite_thumb_size=thumb,
     )
-    assert entry.sprite_path == "projector/sprite.png"
+    assert entry.sprite.image_path == "projector/sprite.png"
     sprite = _config(tmp_path).embeddings[0].sprite
     assert (sprite.image_path, list(sprite.single_image_dim)) == ("projector/sprite.png", [8, 8])
 
@@ -325,7 +322,8 @@ def test_update_projector_config_collapses_duplicates_and_keeps_other_fields(tmp
         'embeddings { tensor_name: "a" tensor_path: "a_dup.tsv" }\n'
     )
     new_a = EmbeddingInfo(tensor_name="a", tensor_path="a_new.tsv")
-    update_projector_config(tmp_path, [new_a, EmbeddingEntry("c", "c.bytes", (2, 2))])
+    new_c = EmbeddingInfo(tensor_name="c", tensor_path="c.bytes", tensor_shape=[2, 2])
+    update_projector_config(tmp_path, [new_a, new_c])
 
     config = _config(tmp_path)
     assert config.model_checkpoint_dir == "ckpt"
@@ -342,7 +340,8 @@ def test_update_projector_config_collapses_duplicates_and_keeps_other_fields(tmp
     [
         (EmbeddingInfo(tensor_name="a", tensor_path="../a.tsv"), ValueError, "tensor_path` to resolve"),
         (EmbeddingInfo(tensor_name="a", tensor_path="/etc/passwd"), ValueError, "resolve inside"),
-        (EmbeddingEntry("a", "a.tsv", (1, 1), sprite_path="../s.png"), ValueError, "sprite.image_path"),
+        (EmbeddingInfo(tensor_name="a", tensor_path="a.tsv", sprite={"image_path": "../s.png"}), ValueError,
+         "sprite.image_path"),
         (EmbeddingInfo(tensor_path="a.tsv"), ValueError, "tensor_name"),
         ("a", TypeError, "Expected `entries`"),
     ],
@@ -356,7 +355,7 @@ def test_update_projector_config_rejects_bad_entries(tmp_path, entry, error, mat
 def test_update_projector_config_unparsable_config_raises(tmp_path):
     (tmp_path / CONFIG_FILENAME).write_text("embeddings {")
     with pytest.raises(ValueError, match="ProjectorConfig text proto"):
-        update_projector_config(tmp_path, [EmbeddingEntry("a", "a.tsv", (1, 1))])
+        update_projector_config(tmp_path, [EmbeddingInfo(tensor_name="a", tensor_path="a.tsv")])
 
 
 # --- a real TensorBoard server ----------------------------------------------------------------
