@@ -21,6 +21,7 @@ from lenet_lightning.results import (
     FEATURE_SCORES,
     SeriesInfo,
     Writer,
+    capture_title,
     map_bookmark,
     read_scores_csv,
     save_plot,
@@ -190,9 +191,7 @@ class SeriesRecorder:
     def draw_map(self, record: Capture, layout: np.ndarray) -> bytes:
         """Analysis thread: saves the capture's t-SNE plot and returns it as PNG bytes for the Images
         tab. Reads only what stays fixed during the run."""
-        title = f"{'' if record.stage == 'fit' else f'{record.stage}, '}step {record.step}"
-        if record.probe_acc is not None:
-            title += f" · probe acc {record.probe_acc:.3f}"
+        title = capture_title(record.step, record.stage, record.probe_acc)
         figure = plots.plot_embedding(layout, record.labels, self.probe.class_names, title=title)
         return save_plot(self.info, figure, f"tsne_{self.tag(record.key)}")
 

@@ -152,8 +152,13 @@ class StoredCapture:
         return None if correct is None else float(np.mean([value == "yes" for value in correct]))
 
     def title(self) -> str:
-        title = f"{'' if self.stage == 'fit' else f'{self.stage}, '}step {self.step}"
-        return title if self.probe_acc is None else f"{title} · probe acc {self.probe_acc:.3f}"
+        return capture_title(self.step, self.stage, self.probe_acc)
+
+
+def capture_title(step: int, stage: str, probe_acc: float | None) -> str:
+    """A capture's title in its plot, the evolution GIF and the report: ``test, step 300 · probe acc 0.912``."""
+    title = f"{'' if stage == 'fit' else f'{stage}, '}step {step}"
+    return title if probe_acc is None else f"{title} · probe acc {probe_acc:.3f}"
 
 
 def series_tags(run_dir: str | Path, layer: str) -> list[tuple[str, tuple[int, str]]]:
@@ -320,9 +325,10 @@ def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, wri
         written.append(_figure(info, writer, figure, "tsne_evolution", fit[-1].step))
         written.append(_write_gif(info, writer, fit))
     summary, settled = _write_dynamics(run_dir, info, [c for c in captures if c.stage == "fit"], writer, written)
-    hardest = _write_points(run_dir, info, fit, writer, written)
     if fit:
-        written.append(_write_report_page(run_dir, info, fit, settled, hardest))
+        sprite = projector.read_embedding(run_dir, fit[-1].tag, tensor=False).info.sprite
+        history = _write_points(run_dir, info, fit, sprite, writer, written)
+        written.append(_write_report_page(run_dir, info, fit, sprite, settled, history))
     prefix = f"{projector.safe_tag(info.class_layer)}.weight_"
     vectors = [tag for tag in projector.listed_embeddings(run_dir) if tag.startswith(prefix)]
     vectors = [tag for tag in vectors if _TAG.fullmatch(tag.replace(".weight", ""))]
@@ -394,13 +400,11 @@ def _write_dynamics(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], w
             f"stays at or above {info.settle_threshold} from there on."), settled
 
 
-def _write_points(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], writer: Writer | None,
-                  written: list[Path]) -> list[int] | None:
+def _write_points(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], sprite: Any, writer: Writer | None,
+                  written: list[Path]) -> tuple[list[int], np.ndarray, np.ndarray] | None:
     """Each probe point's story over the mapped fit captures: ``points.csv``, the data map, the
-    hardest images, ``layouts.npz`` and the trajectories entry. Returns the hardest points, when the
-    model predicts classes."""
-    if not fit:
-        return None
+    hardest images, ``layouts.npz`` and the trajectories entry. Returns the hardest points and every
+    capture's predictions and ``p_true`` ``(C, N)``, when the model predicts classes."""
     steps = np.array([c.step for c in fit])
     dataset_index = np.array([int(i) for i in fit[0].metadata.get("index", range(len(fit[0].labels)))])
     points.write_layouts(info.plot_dir / "layouts.npz", steps, [c.layout for c in fit], dataset_index)
@@ -416,7 +420,6 @@ def _write_points(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], wri
     figure = plots.plot_data_map(summary["p_true_mean"], summary["p_true_std"], summary["fraction_correct"])
     written.append(_figure(info, writer, figure, "data_map", int(steps[-1])))
     hardest = [int(i) for i in points.hardest(summary, n=min(30, len(labels)))]
-    sprite = projector.read_embedding(run_dir, fit[-1].tag, tensor=False).info.sprite
     if sprite.image_path:
         width, height = sprite.single_image_dim
         images = points.sprite_thumbnails(run_dir / sprite.image_path, (height, width), hardest)
@@ -424,23 +427,19 @@ def _write_points(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], wri
                   for i in hardest]
         figure = plots.plot_hardest(images, titles)
         written.append(_figure(info, writer, figure, "hardest", int(steps[-1])))
-    return hardest
+    return hardest, predicted, p_true
 
 
-def _write_report_page(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], settled: int | None,
-                       hardest: list[int] | None) -> Path:
+def _write_report_page(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], sprite: Any, settled: int | None,
+                       history: tuple[list[int], np.ndarray, np.ndarray] | None) -> Path:
     """``report.html``: the fit's maps, each point's prediction and thumbnail, and the run's curves,
     in one file that needs nothing else."""
-    index = {name: i for i, name in enumerate(info.class_names)}
-    predicted = p_true = None
-    if all("predicted" in c.metadata for c in fit):
-        predicted = [np.array([index[name] for name in c.metadata["predicted"]]) for c in fit]
-    if all("p_true" in c.metadata for c in fit):
-        p_true = [np.array([_number(cell) if _number(cell) is not None else np.nan for cell in c.metadata["p_true"]])
-                  for c in fit]
+    hardest, predicted, p_true = history if history is not None else (None, None, None)
+    if predicted is None and all("predicted" in c.metadata for c in fit):  # an older run: no p_true
+        index = {name: i for i, name in enumerate(info.class_names)}
+        predicted = np.array([[index[name] for name in c.metadata["predicted"]] for c in fit])
     rows = read_scores_csv(info.plot_dir / "separation.csv")
     curves = {name: [_number(rows.get(c.tag, {}).get(name)) for c in fit] for name in REPORT_CURVES}
-    sprite = projector.read_embedding(run_dir, fit[-1].tag, tensor=False).info.sprite
     sprite_png = thumb = None
     if sprite.image_path and (run_dir / sprite.image_path).is_file():
         sprite_png = (run_dir / sprite.image_path).read_bytes()
