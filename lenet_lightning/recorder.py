@@ -26,11 +26,12 @@ from lenet_lightning.results import (
     read_scores_csv,
     save_plot,
     series_tags,
+    stored_class_geometry,
     write_scores_csv,
     write_series_results,
     write_trajectories,
 )
-from lenet_lightning.scores import change_scores, class_geometry
+from lenet_lightning.scores import change_scores
 from lenet_lightning.step_order import StepOrder
 
 
@@ -147,19 +148,8 @@ class SeriesRecorder:
                     found.update(change_scores(record.features, previous=self.read_features(earlier[-1]),
                                                first=self.read_features(earlier[0])))
             stored = projector.read_embedding(self.run_dir, self.tag(record.key), tensor=False).metadata
-            index = {name: i for i, name in enumerate(self.probe.class_names)}
-            predictions = np.array([index[name] for name in stored["predicted"]]) if "predicted" in stored else None
-            weight = None
-            if self.info.class_layer != self.info.layer:  # the captured layer may feed the class layer
-                vectors = f"{self.info.class_layer}.weight_{self.tag(record.key).removeprefix(self.info.layer + '_')}"
-                try:
-                    weight = projector.read_embedding(self.run_dir, vectors).tensor
-                except ValueError:
-                    weight = None
-                if weight is not None and weight.shape[1] != record.features.shape[1]:
-                    weight = None
-            found.update(class_geometry(record.features, record.labels, len(self.probe.class_names),
-                                        class_weight=weight, predictions=predictions))
+            found.update(stored_class_geometry(self.run_dir, self.info, self.tag(record.key), record.features,
+                                               record.labels, stored))
             return {name: value for name, value in found.items() if np.isfinite(value)}
         except Exception as err:  # the other scores, the map and the run go on
             warnings.warn(f"EmbeddingProjector: the representation-change scores of {self.tag(record.key)} were "

@@ -192,6 +192,25 @@ def read_capture(run_dir: Path, info: SeriesInfo, tag: str, key: tuple[int, str]
                          stored.tensor if features else None)
 
 
+def stored_class_geometry(run_dir: Path, info: SeriesInfo, tag: str, features: np.ndarray, labels: np.ndarray,
+                          metadata: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """A capture's class geometry (:func:`~lenet_lightning.scores.class_geometry`) from what its entry
+    holds: its predictions, and, when the captured layer feeds the class layer, the class vectors
+    captured with it; the same for a capture analysed during the run and one finished afterwards."""
+    index = {name: i for i, name in enumerate(info.class_names)}
+    predicted = metadata.get("predicted")
+    predictions = None if predicted is None else np.array([index[name] for name in predicted])
+    weight = None
+    if info.class_layer != info.layer:  # the captured layer may feed the class layer
+        vectors = f"{projector.safe_tag(info.class_layer)}.weight_{tag.removeprefix(info.layer + '_')}"
+        if vectors in projector.listed_embeddings(run_dir):
+            weight = projector.read_embedding(run_dir, vectors).tensor
+            if weight.shape[1] != features.shape[1]:
+                weight = None
+    found = class_geometry(features, labels, len(info.class_names), class_weight=weight, predictions=predictions)
+    return {name: value for name, value in found.items() if np.isfinite(value)}
+
+
 def read_scores_csv(path: Path) -> dict[str, dict[str, str]]:
     """``separation.csv``'s rows by tag; none when it does not exist."""
     if not path.is_file():
@@ -312,6 +331,9 @@ def write_series_results(run_dir: str | Path, layer: str = DEFAULT_LAYER, *, wri
                 warnings.warn(f"EmbeddingProjector: no map for {capture.tag} ({type(err).__name__}: {err}).",
                               UserWarning, stacklevel=2)
         scores = separation_scores(capture.features, capture.layout, capture.labels)
+        if capture.stage != "fit" and not row.get("nc1"):  # fit captures get theirs with the dynamics
+            scores.update(stored_class_geometry(run_dir, info, capture.tag, capture.features, capture.labels,
+                                                capture.metadata))
         new_rows.append({"tag": capture.tag, "step": capture.step, "stage": capture.stage,
                          "probe_acc": capture.probe_acc, **scores})
         capture.features = None
@@ -355,7 +377,6 @@ def _write_dynamics(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], w
     rows = read_scores_csv(info.plot_dir / "separation.csv")
     kept, cka_final, new_rows = [], [], []
     previous = first = None
-    index = {name: i for i, name in enumerate(info.class_names)}
     for stored in fit:
         x = final if stored is fit[-1] else projector.read_embedding(run_dir, stored.tag).tensor
         row = rows.get(stored.tag, {})
@@ -363,9 +384,7 @@ def _write_dynamics(run_dir: Path, info: SeriesInfo, fit: list[StoredCapture], w
         if previous is not None and not row.get("cka_prev"):  # a capture whose analysis never ran
             new.update(change_scores(x, previous=previous, first=first))
         if not row.get("nc1"):
-            predicted = stored.metadata.get("predicted")
-            new.update(class_geometry(x, stored.labels, len(info.class_names), predictions=None if predicted is None
-                                      else np.array([index[name] for name in predicted])))
+            new.update(stored_class_geometry(run_dir, info, stored.tag, x, stored.labels, stored.metadata))
         cka_final.append(new["cka_final"])
         new_rows.append(new)
         first = x if first is None else first
