@@ -1,8 +1,9 @@
-"""``report RUN_DIR`` as users run it: ``python cli.py report`` and ``python -m lenet_lightning.report`` as real
-subprocesses, ``report.main`` and ``cli_main`` in-process for the rest. Run folders are built without a Trainer (see
-``test_results.build_series``)."""
+"""``report RUN_DIR`` as users run it: ``python cli.py report`` as a real subprocess; ``report.main``,
+``cli_main`` and ``python -m lenet_lightning.report`` (through runpy) in-process for the rest. Run folders are
+built without a Trainer (see ``test_results.build_series``); the finished one is test_results' own."""
 
 import os
+import runpy
 import subprocess
 import sys
 
@@ -10,10 +11,9 @@ import numpy as np
 import pytest
 from helpers import REPO
 from PIL import Image
-from test_results import LAYER, NAME, SETTLED, STEPS, build_series, tree
+from test_results import LAYER, NAME, SETTLED, STEPS, build_series, copy_run, finished_series, tree
 
 from lenet_lightning import projector, report
-from lenet_lightning.results import write_series_results
 
 CSV_LIKE = ("separation.csv", "points.csv", "dynamics.json", "report.html")
 
@@ -121,19 +121,23 @@ def test_report_layer_finishes_that_series_only(tmp_path, capsys):
     assert tree(run_dir / "embeddings") == other
 
 
-@pytest.mark.slow  # a subprocess, and a series built and finished before it: over 10 s on 2 cores
-def test_cli_report_rebuilds_what_was_deleted_from_a_finished_run(tmp_path):
-    run_dir = killed_run(tmp_path / "lightning_logs" / "version_0")
-    write_series_results(run_dir, LAYER)  # finished as `report` finishes it: no nice-19 thread to wait for
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished synthetic run (test_results' own, built once per session): tests copy it."""
+    return finished_series(tmp_path_factory)[0]
+
+
+def test_report_rebuilds_what_was_deleted_from_a_finished_run(finished, tmp_path, capsys):
+    run_dir = copy_run(finished, tmp_path / "lightning_logs")
     plots = run_dir / NAME
     written = {path.name: path.read_bytes() for path in plots.iterdir()}
     for name in written:
         if name != "separation.csv":
             (plots / name).unlink()
-    result = run_command(str(REPO / "cli.py"), "report", str(run_dir), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and "warning:" not in result.stderr
-    assert f"{LAYER}: wrote " in result.stdout and f"settled at step {SETTLED}" in result.stdout
+    assert report.main([str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert f"{LAYER}: wrote " in captured.out and f"settled at step {SETTLED}" in captured.out
     assert sorted(path.name for path in plots.iterdir()) == sorted(written)
     for name in CSV_LIKE:
         assert (plots / name).read_bytes() == written[name], name
@@ -145,12 +149,30 @@ def test_cli_report_rebuilds_what_was_deleted_from_a_finished_run(tmp_path):
         assert stored["layouts"].shape[0] == len(STEPS)
 
 
-def test_report_module_help_names_the_run_folder_and_what_it_writes(tmp_path):
-    result = run_command("-m", "lenet_lightning.report", "--help", cwd=tmp_path)
+def test_cli_report_finishes_a_run_as_users_start_it(finished, tmp_path):
+    run_dir = copy_run(finished, tmp_path / "lightning_logs")
+    before = {path.name: path.read_bytes() for path in (run_dir / NAME).iterdir()}
+    result = run_command(str(REPO / "cli.py"), "report", str(run_dir), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    text = " ".join(result.stdout.split())
-    assert "RUN_DIR" in text and "report.html" in text
-    assert list(tmp_path.iterdir()) == []
+    assert "Traceback" not in result.stderr and "warning:" not in result.stderr
+    assert result.stdout.splitlines()[0].startswith(f"{LAYER}: wrote ") and str(run_dir / NAME) in result.stdout
+    assert f"settled at step {SETTLED}" in result.stdout
+    assert sorted(path.name for path in (run_dir / NAME).iterdir()) == sorted(before)  # a finished run: no new file
+    for name in CSV_LIKE:
+        assert (run_dir / NAME / name).read_bytes() == before[name], name
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["lightning_logs"]  # nothing in the working folder
+
+
+def test_report_module_help_names_the_run_folder_and_what_it_writes(monkeypatch, capsys):
+    # `python -m lenet_lightning.report --help`, in-process: runpy runs the module as `__main__`, as -m does
+    monkeypatch.setattr(sys, "argv", ["lenet_lightning.report", "--help"])
+    monkeypatch.delitem(sys.modules, "lenet_lightning.report", raising=False)  # as -m finds it: not imported yet
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("lenet_lightning.report", run_name="__main__")
+    assert exit_info.value.code in (0, None)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "RUN_DIR" in text and "report.html" in text and "--layer" in text
 
 
 @pytest.mark.parametrize(("args", "fragments"), [

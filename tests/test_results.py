@@ -158,20 +158,38 @@ class RecordingWriter:
         self.images.append((tag, encoded, step))
 
 
+_BUILT = {}  # each series is built once per session: test_report.py finishes copies of the same ones
+
+
+def analysed_series(tmp_path_factory):
+    """A series analysed by the recorder but not finished: tests copy it, none writes into it."""
+    if "analysed" not in _BUILT:
+        run_dir = tmp_path_factory.mktemp("analysed") / "version_0"
+        build_series(run_dir)
+        _BUILT["analysed"] = run_dir
+    return _BUILT["analysed"]
+
+
+def finished_series(tmp_path_factory):
+    """A copy of the analysed series, finished with a writer: ``(run_dir, SeriesResults, RecordingWriter,
+    the analysed folder's tree before)``; tests copy its folder, none writes into it."""
+    if "finished" not in _BUILT:
+        original = analysed_series(tmp_path_factory)
+        before = tree(original)
+        run_dir = copy_run(original, tmp_path_factory.mktemp("finished"))
+        writer = RecordingWriter()
+        _BUILT["finished"] = (run_dir, write_series_results(run_dir, LAYER, writer=writer), writer, before)
+    return _BUILT["finished"]
+
+
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
-    """A series analysed by the recorder but not finished: tests copy it, none writes into it."""
-    run_dir = tmp_path_factory.mktemp("analysed") / "version_0"
-    build_series(run_dir)
-    return run_dir
+    return analysed_series(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def finished(analysed, tmp_path_factory):
-    """A copy of ``analysed``, finished with a writer: ``(run_dir, SeriesResults, RecordingWriter)``."""
-    run_dir = copy_run(analysed, tmp_path_factory.mktemp("finished"))
-    writer = RecordingWriter()
-    return run_dir, write_series_results(run_dir, LAYER, writer=writer), writer
+def finished(tmp_path_factory):
+    return finished_series(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +202,7 @@ def killed(tmp_path_factory):
 
 
 def test_write_series_results_lists_the_files_it_wrote(finished):
-    run_dir, results, _ = finished
+    run_dir, results, _, _ = finished
     assert results.files and all(path.is_file() for path in results.files)
     assert {path.parent for path in results.files} == {run_dir / NAME}
     assert {"separation.csv", "dynamics.json", "points.csv", "layouts.npz", "tsne_evolution.png",
@@ -194,7 +212,7 @@ def test_write_series_results_lists_the_files_it_wrote(finished):
 
 
 def test_write_series_results_separation_csv_has_each_captures_dynamics(finished):
-    run_dir, _, _ = finished
+    run_dir, _, _, _ = finished
     rows = read_csv(run_dir / NAME / "separation.csv")
     assert [row["tag"] for row in rows] == TAGS
     assert {*SCORE_COLUMNS, *DYNAMICS, "nc1", "settled"} <= set(rows[0])
@@ -216,7 +234,7 @@ def test_write_series_results_separation_csv_has_each_captures_dynamics(finished
 
 
 def test_write_series_results_points_csv_tells_each_points_story(finished):
-    run_dir, _, _ = finished
+    run_dir, _, _, _ = finished
     rows = read_csv(run_dir / NAME / "points.csv")
     assert [int(row["probe_index"]) for row in rows] == list(range(len(LABELS)))
     assert [int(row["dataset_index"]) for row in rows] == DATASET_INDEX.tolist()
@@ -228,7 +246,7 @@ def test_write_series_results_points_csv_tells_each_points_story(finished):
 
 
 def test_write_series_results_evolution_image_and_gif(finished):
-    run_dir, _, _ = finished
+    run_dir, _, _, _ = finished
     with Image.open(run_dir / NAME / "tsne_evolution.png") as image:
         assert image.format == "PNG"
     with Image.open(run_dir / NAME / "tsne_evolution.gif") as gif:
@@ -237,7 +255,7 @@ def test_write_series_results_evolution_image_and_gif(finished):
 
 
 def test_write_series_results_layouts_npz_holds_the_bookmarked_maps(finished):
-    run_dir, _, _ = finished
+    run_dir, _, _, _ = finished
     with np.load(run_dir / NAME / "layouts.npz") as stored:  # numpy alone, no pickle
         assert sorted(stored.files) == ["index", "layouts", "steps"]
         steps, layouts, index = stored["steps"], stored["layouts"], stored["index"]
@@ -248,7 +266,7 @@ def test_write_series_results_layouts_npz_holds_the_bookmarked_maps(finished):
 
 
 def test_write_series_results_lists_the_trajectories_entry(finished):
-    run_dir, _, _ = finished
+    run_dir, _, _, _ = finished
     tag = TRAJECTORIES.format(layer=LAYER)
     assert tag in projector.listed_embeddings(run_dir)
     stored = projector.read_embedding(run_dir, tag)
@@ -257,7 +275,7 @@ def test_write_series_results_lists_the_trajectories_entry(finished):
 
 
 def test_write_series_results_gives_the_writer_each_end_of_series_image_once(finished):
-    run_dir, _, writer = finished
+    run_dir, _, writer, _ = finished
     counts = Counter(tag for tag, _, _ in writer.images)
     expected = {f"{NAME}/{name}" for name in ("tsne_evolution", "tsne_evolution_animated", "dynamics", "cka_matrix",
                                              "data_map", "hardest", "class_vectors")}
@@ -275,7 +293,7 @@ def test_write_series_results_gives_the_writer_each_end_of_series_image_once(fin
 
 
 def test_write_series_results_twice_writes_the_same_bytes(finished, tmp_path):
-    run_dir, _, _ = finished
+    run_dir, _, _, _ = finished
     again = copy_run(run_dir, tmp_path)
     write_series_results(again, LAYER)
     for name in ("separation.csv", "points.csv", "dynamics.json"):
@@ -377,15 +395,13 @@ def test_series_info_of_an_older_run_without_class_vectors_sorts_the_labels(anal
     assert (info.name, info.plot_dir) == (NAME, run_dir / NAME)
 
 
-def test_write_series_results_writes_into_a_copied_folders_own_plot_folder(analysed, tmp_path):
-    original = copy_run(analysed, tmp_path / "original")
-    copy = copy_run(original, tmp_path / "copy")
-    before = tree(original)
-    results = write_series_results(copy, LAYER)
-    assert tree(original) == before  # nothing written into, or beside, the original
-    assert {path.parent for path in results.files} == {copy / NAME}
-    assert (copy / NAME / "dynamics.json").is_file() and (copy / NAME / "points.csv").is_file()
-    assert [tag for tag, _ in series_tags(copy, LAYER)] == TAGS
+def test_write_series_results_writes_into_a_copied_folders_own_plot_folder(analysed, finished):
+    run_dir, results, _, before = finished  # `finished` is a copy of `analysed`, finished where it lies
+    assert tree(analysed) == before  # nothing written into, or beside, the original
+    assert {path.parent for path in results.files} == {run_dir / NAME}
+    assert (run_dir / NAME / "dynamics.json").is_file() and (run_dir / NAME / "points.csv").is_file()
+    assert not (analysed / NAME / "dynamics.json").exists()
+    assert [tag for tag, _ in series_tags(run_dir, LAYER)] == TAGS
 
 
 def test_series_info_of_a_copied_folder_of_0x_finds_the_copys_plot_folder(analysed, tmp_path):
